@@ -1,0 +1,122 @@
+"""Password hashing, JWTs and API-key secrets: pure functions, no database."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Literal
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+ALGORITHM = "HS256"
+API_KEY_PREFIX = "aak_"
+TokenType = Literal["access", "refresh"]
+
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def burn_password_check(password: str) -> None:
+    """Spend the time a real verification costs, so an unknown user looks like a wrong password."""
+    verify_password(_dummy_hash(), password)
+
+
+class InvalidToken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    typ: TokenType
+    user_id: uuid.UUID
+    family_id: uuid.UUID
+    jti: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class JwtCodec:
+    secret: str
+    issuer: str
+    audience: str
+
+    def encode(
+        self, typ: TokenType, user_id: uuid.UUID, family_id: uuid.UUID, ttl_s: int, jti: str | None = None
+    ) -> tuple[str, TokenClaims]:
+        now = datetime.now(UTC)
+        claims = TokenClaims(typ, user_id, family_id, jti or new_jti(), now + timedelta(seconds=ttl_s))
+        payload: dict[str, Any] = {
+            "typ": typ,
+            "sub": str(user_id),
+            "fam": str(family_id),
+            "jti": claims.jti,
+            "iat": int(now.timestamp()),
+            "exp": int(claims.expires_at.timestamp()),
+            "iss": self.issuer,
+            "aud": self.audience,
+        }
+        return jwt.encode(payload, self.secret, algorithm=ALGORITHM), claims
+
+    def decode(self, token: str, expected: TokenType) -> TokenClaims:
+        try:
+            payload = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "jti", "typ", "iss", "aud"]},
+            )
+            if payload.get("typ") != expected:
+                raise InvalidToken(f"not an {expected} token")
+            return TokenClaims(
+                typ=expected,
+                user_id=uuid.UUID(str(payload["sub"])),
+                family_id=uuid.UUID(str(payload["fam"])),
+                jti=str(payload["jti"]),
+                expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
+            )
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
+            raise InvalidToken(str(exc)) from exc
+
+
+def new_jti() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_api_key(token: str) -> bool:
+    return token.startswith(API_KEY_PREFIX)
+
+
+def api_key_hash(key: str) -> str:
+    # The key carries 256 random bits, so a fast hash is enough and allows lookup by hash.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_key_display_prefix(key: str) -> str:
+    return key[: len(API_KEY_PREFIX) + 8]

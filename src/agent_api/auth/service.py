@@ -1,0 +1,217 @@
+"""Users, logins, token rotation and API keys. Services flush; the request dependency commits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.auth import repository as repo
+from agent_api.auth import security
+from agent_api.auth.schemas import ApiKeyCreate, TokenPair
+from agent_api.errors import AppError, Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
+from agent_api.models import ApiKey, RefreshTokenFamily, User
+from agent_api.models.base import utcnow
+from agent_api.models.user import ROLE_ADMIN, ROLE_USER
+from agent_api.state import AppState
+
+log = logging.getLogger("agent_api.auth")
+
+INVALID_CREDENTIALS = "Invalid username or password"
+# How stale `last_used_at` may get before a request with the key writes it again.
+API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """Who is calling, and with which credential."""
+
+    user: User
+    family_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
+
+
+# --- users -----------------------------------------------------------------------------------------
+
+
+async def create_user(
+    session: AsyncSession, username: str, password: str, email: str | None = None, *, admin: bool = False
+) -> User:
+    email = email.lower() if email else None
+    if await repo.username_taken(session, username):
+        raise Conflict(f"Username {username!r} is taken", code="username_taken")
+    if email and await repo.email_taken(session, email):
+        raise Conflict("Email is already in use", code="email_taken")
+    password_hash = await asyncio.to_thread(security.hash_password, password)
+    user = User(username=username, email=email, password_hash=password_hash, role=ROLE_ADMIN if admin else ROLE_USER)
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent create won the race
+        raise Conflict("Username or email is taken", code="username_taken") from exc
+    return user
+
+
+async def bootstrap_admin(state: AppState) -> User | None:
+    """Create the configured admin when the server has no user yet."""
+    settings = state.settings
+    if not (settings.admin_username and settings.admin_password):
+        return None
+    async with state.db.transaction() as session:
+        if await repo.count_users(session):
+            return None
+        user = await create_user(
+            session, settings.admin_username, settings.admin_password, settings.admin_email, admin=True
+        )
+    log.info("created bootstrap admin %s", user.username)
+    return user
+
+
+# --- login and tokens ------------------------------------------------------------------------------
+
+
+def _issue_pair(state: AppState, family: RefreshTokenFamily) -> TokenPair:
+    settings = state.settings
+    access, _ = state.jwt.encode("access", family.user_id, family.id, settings.access_token_ttl_s)
+    refresh, _ = state.jwt.encode(
+        "refresh", family.user_id, family.id, settings.refresh_token_ttl_s, jti=family.current_jti
+    )
+    return TokenPair(access_token=access, refresh_token=refresh, expires_in=settings.access_token_ttl_s)
+
+
+async def login(session: AsyncSession, state: AppState, login: str, password: str, client_ip: str) -> TokenPair:
+    limiter = state.login_limiter
+    wait = limiter.retry_after(login, client_ip)
+    if wait > 0:
+        raise RateLimited(int(wait) + 1, "Too many failed login attempts; try again later")
+    user = await repo.find_user_by_login(session, login)
+    if user is None:
+        await asyncio.to_thread(security.burn_password_check, password)
+        ok = False
+    else:
+        ok = await asyncio.to_thread(security.verify_password, user.password_hash, password)
+    # A disabled account answers exactly like a wrong password: nothing to learn from probing.
+    if not ok or user is None or not user.is_active:
+        limiter.failed(login, client_ip)
+        raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+    limiter.succeeded(login)
+    now = utcnow()
+    user.last_login_at = now
+    family = RefreshTokenFamily(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        current_jti=security.new_jti(),
+        created_at=now,
+        expires_at=now + timedelta(seconds=state.settings.refresh_token_ttl_s),
+    )
+    session.add(family)
+    await session.flush()
+    return _issue_pair(state, family)
+
+
+async def refresh(session: AsyncSession, state: AppState, refresh_token: str) -> TokenPair:
+    try:
+        claims = state.jwt.decode(refresh_token, "refresh")
+    except security.InvalidToken as exc:
+        raise Unauthorized("Invalid refresh token", code="invalid_token") from exc
+    family = await repo.get_family(session, claims.family_id)
+    now = utcnow()
+    if family is None or family.user_id != claims.user_id or family.revoked_at is not None or family.expires_at <= now:
+        raise Unauthorized("Refresh token revoked or expired", code="invalid_token")
+    if claims.jti != family.current_jti:
+        family.revoked_at, family.revoked_reason = now, "reuse"
+        await session.flush()
+        log.warning("refresh token reuse detected; family %s revoked", family.id)
+        raise Unauthorized("Refresh token was already used; this login is revoked", code="token_reused", keep_changes=True)
+    user = await repo.get_user(session, family.user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("Account disabled", code="invalid_token")
+    family.current_jti = security.new_jti()
+    family.last_refreshed_at = now
+    family.expires_at = now + timedelta(seconds=state.settings.refresh_token_ttl_s)
+    await session.flush()
+    return _issue_pair(state, family)
+
+
+async def authenticate(session: AsyncSession, state: AppState, token: str) -> AuthContext:
+    """Resolve a bearer credential (access token or API key) to its user, or raise 401."""
+    if security.is_api_key(token):
+        return await _authenticate_api_key(session, state, token)
+    try:
+        claims = state.jwt.decode(token, "access")
+    except security.InvalidToken as exc:
+        raise Unauthorized("Invalid or expired token", code="invalid_token") from exc
+    user = await repo.user_with_live_family(session, claims.user_id, claims.family_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("Invalid or expired token", code="invalid_token")
+    return AuthContext(user=user, family_id=claims.family_id)
+
+
+async def _authenticate_api_key(session: AsyncSession, state: AppState, key: str) -> AuthContext:
+    found = await repo.api_key_with_user(session, security.api_key_hash(key))
+    now = utcnow()
+    if found is None:
+        raise Unauthorized("Invalid API key", code="invalid_token")
+    api_key, user = found
+    if api_key.revoked_at is not None or (api_key.expires_at and api_key.expires_at <= now) or not user.is_active:
+        raise Unauthorized("API key revoked or expired", code="invalid_token")
+    if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
+        # Its own short transaction after this one: a read-only request must not upgrade to a writer.
+        state.background.spawn(_touch_api_key(state, api_key.id, now), name=f"touch-api-key-{api_key.id}")
+    return AuthContext(user=user, api_key_id=api_key.id)
+
+
+async def _touch_api_key(state: AppState, key_id: uuid.UUID, when: datetime) -> None:
+    async with state.db.transaction() as session:
+        await repo.touch_api_key(session, key_id, when)
+
+
+async def logout(session: AsyncSession, auth: AuthContext) -> None:
+    if auth.family_id is None:
+        raise AppError("API keys are not logged out; revoke the key instead", code="not_a_login")
+    family = await repo.get_family(session, auth.family_id)
+    if family is not None and family.revoked_at is None:
+        family.revoked_at, family.revoked_reason = utcnow(), "logout"
+        await session.flush()
+
+
+async def logout_all(session: AsyncSession, user: User) -> int:
+    return await repo.revoke_families_of(session, user.id, utcnow(), "logout_all")
+
+
+# --- API keys --------------------------------------------------------------------------------------
+
+
+async def create_api_key(session: AsyncSession, user: User, body: ApiKeyCreate) -> tuple[ApiKey, str]:
+    expires_at = body.expires_at
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= utcnow():
+            raise ValidationFailed("expires_at must be in the future", code="validation_error")
+    secret = security.new_api_key()
+    api_key = ApiKey(
+        user_id=user.id,
+        name=body.name,
+        prefix=security.api_key_display_prefix(secret),
+        key_hash=security.api_key_hash(secret),
+        created_at=utcnow(),
+        expires_at=expires_at,
+    )
+    session.add(api_key)
+    await session.flush()
+    return api_key, secret
+
+
+async def revoke_api_key(session: AsyncSession, user: User, key_id: uuid.UUID) -> None:
+    api_key = await repo.get_api_key_of(session, user.id, key_id)
+    if api_key is None:
+        raise NotFound("API key not found")
+    if api_key.revoked_at is None:
+        api_key.revoked_at = utcnow()
+        await session.flush()

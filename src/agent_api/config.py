@@ -1,0 +1,85 @@
+"""Service configuration: one Settings object, read from `AGENT_API_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENT_API_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    auto_migrate: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str | None = None
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 14 * 24 * 3600
+    jwt_issuer: str = "agent-api"
+    jwt_audience: str = "agent-api"
+
+    login_max_failures_per_user: int = 5
+    login_max_failures_per_ip: int = 50
+    login_window_s: int = 300
+
+    max_body_bytes: int = 1_048_576
+    db_busy_timeout_ms: int = 30_000
+
+    admin_username: str | None = None
+    admin_password: str | None = None
+    admin_email: str | None = None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'agent-api.db').resolve()}"
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+    def resolved_secret_key(self) -> str:
+        """The configured secret, or one generated on first start and kept in the data dir (mode 0600)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.ensure_data_dir() / SECRET_KEY_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        key = secrets.token_urlsafe(48)
+        try:
+            # O_EXCL: when two processes start at once, exactly one writes and both read the same key.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

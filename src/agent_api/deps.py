@@ -1,0 +1,51 @@
+"""Application-wide dependencies: the per-request transaction and the shared application state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, cast
+
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
+
+from agent_api.errors import AppError
+
+if TYPE_CHECKING:
+    from agent_api.state import AppState
+
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_state(conn: HTTPConnection) -> AppState:
+    return cast("AppState", conn.app.state.agent_api)
+
+
+State = Annotated["AppState", Depends(get_state)]
+
+
+async def get_db(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the route returns, rolled back when it raises.
+
+    An `AppError` with `keep_changes` (a detected refresh-token reuse, say) still commits what was flushed.
+    """
+    state = get_state(conn)
+    readonly = conn.scope.get("method", "GET") in READ_ONLY_METHODS
+    session = await state.db.begin_session(readonly=readonly)
+    try:
+        yield session
+        await session.commit()
+    except AppError as exc:
+        if exc.keep_changes:
+            await session.commit()
+        else:
+            await session.rollback()
+        raise
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        await session.close()
+
+
+DB = Annotated[AsyncSession, Depends(get_db)]

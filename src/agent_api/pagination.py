@@ -1,0 +1,63 @@
+"""The one list envelope: `{items, total, page, page_size, total_pages}` with `total` the true count."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+MAX_PAGE_SIZE = 100
+
+T = TypeVar("T")
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class PageParams:
+    page: int = 1
+    page_size: int = 20
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size
+
+
+def _page_params(
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+) -> PageParams:
+    return PageParams(page, page_size)
+
+
+Pagination = Annotated[PageParams, Depends(_page_params)]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+    total_pages: int
+
+    @classmethod
+    def build(cls, items: Sequence[Any], total: int, params: PageParams) -> Page[T]:
+        return cls(
+            items=list(items),
+            total=total,
+            page=params.page,
+            page_size=params.page_size,
+            total_pages=math.ceil(total / params.page_size) if total else 0,
+        )
+
+
+async def fetch_page(session: AsyncSession, stmt: Select[tuple[M]], params: PageParams) -> tuple[list[M], int]:
+    """Rows of one page of `stmt` (already ordered) and the true total count."""
+    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    rows = (await session.scalars(stmt.offset(params.offset).limit(params.page_size))).all()
+    return list(rows), int(total or 0)
