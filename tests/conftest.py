@@ -50,7 +50,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     admin = _postgres_admin_conninfo(POSTGRES_URL)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(POSTGRES_URL).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    url = (
+        make_url(POSTGRES_URL).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    )
     try:
         migrate.upgrade(url)
         yield url

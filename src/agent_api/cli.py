@@ -96,5 +96,7 @@ def users_list() -> None:
 
     table = Table("id", "username", "email", "role", "active", "created")
     for u in asyncio.run(list_users()):
-        table.add_row(u["id"], u["username"], u["email"] or "", u["role"], "yes" if u["is_active"] else "no", u["created_at"])
+        table.add_row(
+            u["id"], u["username"], u["email"] or "", u["role"], "yes" if u["is_active"] else "no", u["created_at"]
+        )
     console.print(table)

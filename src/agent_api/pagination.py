@@ -56,7 +56,7 @@ class Page(BaseModel, Generic[T]):
         )
 
 
-async def fetch_page(session: AsyncSession, stmt: Select[tuple[M]], params: PageParams) -> tuple[list[M], int]:
+async def fetch_page(session: AsyncSession, stmt: Select[M], params: PageParams) -> tuple[list[M], int]:
     """Rows of one page of `stmt` (already ordered) and the true total count."""
     total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
     rows = (await session.scalars(stmt.offset(params.offset).limit(params.page_size))).all()

@@ -33,7 +33,7 @@ async def count_users(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(User)) or 0)
 
 
-def users_ordered() -> Select[tuple[User]]:
+def users_ordered() -> Select[User]:
     return select(User).order_by(User.created_at, User.username)
 
 
@@ -41,9 +41,7 @@ async def get_family(session: AsyncSession, family_id: uuid.UUID) -> RefreshToke
     return await session.get(RefreshTokenFamily, family_id)
 
 
-async def user_with_live_family(
-    session: AsyncSession, user_id: uuid.UUID, family_id: uuid.UUID
-) -> User | None:
+async def user_with_live_family(session: AsyncSession, user_id: uuid.UUID, family_id: uuid.UUID) -> User | None:
     stmt = (
         select(User)
         .join(RefreshTokenFamily, RefreshTokenFamily.user_id == User.id)
@@ -67,7 +65,7 @@ async def api_key_with_user(session: AsyncSession, key_hash: str) -> tuple[ApiKe
     return (row[0], row[1]) if row else None
 
 
-def api_keys_of(user_id: uuid.UUID) -> Select[tuple[ApiKey]]:
+def api_keys_of(user_id: uuid.UUID) -> Select[ApiKey]:
     return select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at, ApiKey.id)
 
 

@@ -127,7 +127,9 @@ async def refresh(session: AsyncSession, state: AppState, refresh_token: str) ->
         family.revoked_at, family.revoked_reason = now, "reuse"
         await session.flush()
         log.warning("refresh token reuse detected; family %s revoked", family.id)
-        raise Unauthorized("Refresh token was already used; this login is revoked", code="token_reused", keep_changes=True)
+        raise Unauthorized(
+            "Refresh token was already used; this login is revoked", code="token_reused", keep_changes=True
+        )
     user = await repo.get_user(session, family.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("Account disabled", code="invalid_token")

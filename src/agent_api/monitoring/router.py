@@ -33,7 +33,9 @@ async def health_all(request: Request, state: State) -> JSONResponse:
 
 async def _single(request: Request, state: State, name: str) -> JSONResponse:
     result = await health.CHECKS[name](state)
-    return _health_response(request, result["status"], {"check": name, **result}, [name] if result["status"] == "down" else [])
+    return _health_response(
+        request, result["status"], {"check": name, **result}, [name] if result["status"] == "down" else []
+    )
 
 
 @router.get("/health/database")
