@@ -17,6 +17,11 @@ from agent_api.config import Settings, get_settings
 from agent_api.errors import install_error_handlers
 from agent_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from agent_api.monitoring.router import router as monitoring_router
+from agent_api.runtime import endpoint as model_endpoint
+from agent_api.runtime.agent import RuntimeConfig
+from agent_api.runtime.pool import AgentPool
+from agent_api.sessions import service as session_service
+from agent_api.sessions.router import router as sessions_router
 from agent_api.state import AppState
 
 log = logging.getLogger("agent_api")
@@ -27,7 +32,29 @@ def _api_router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(auth_router)
     api.include_router(monitoring_router)
+    api.include_router(sessions_router)
     return api
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+async def _start_runtime(state: AppState) -> None:
+    settings = state.settings
+    sandbox_ok = model_endpoint.sandbox_available()
+    if settings.sandbox == "required" and not sandbox_ok:
+        raise SandboxUnavailable("AGENT_API_SANDBOX=required but bubblewrap (bwrap) and socat are not installed")
+    state.bash_sandboxed = sandbox_ok and settings.sandbox != "off"
+    state.endpoint = await model_endpoint.start_endpoint(settings.cli_max_retries)
+    config_dir = settings.data_dir / "claude"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    state.agents = AgentPool(
+        RuntimeConfig(env=state.endpoint.env, config_dir=config_dir.resolve(), bash_sandboxed=state.bash_sandboxed),
+        max_live=settings.max_live_sessions,
+        idle_timeout_s=settings.idle_timeout_s,
+    )
+    state.agents.start_reaper()
 
 
 async def _start(state: AppState) -> None:
@@ -35,9 +62,27 @@ async def _start(state: AppState) -> None:
         await asyncio.to_thread(migrate.upgrade, state.db.url)
     try:
         await auth_service.bootstrap_admin(state)
+        await session_service.recover_after_restart(state)
     except Exception:
         # The server still starts, so health can report the database as down.
-        log.exception("could not create the bootstrap admin")
+        log.exception("start-up database work failed")
+    await _start_runtime(state)
+
+
+async def _stop(state: AppState) -> None:
+    """Drain: refuse new turns, interrupt running ones (they record themselves), end the agent processes."""
+    state.draining = True
+    if state.agents is not None:
+        for session_id in list(state.turn_tasks):
+            await state.agents.interrupt(session_id)
+        running = list(state.turn_tasks.values())
+        if running:
+            await asyncio.wait(running, timeout=10)
+        await state.agents.close_all()
+    await state.background.cancel_all()
+    if state.endpoint is not None:
+        await state.endpoint.stop()
+    await state.db.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,8 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await state.background.cancel_all()
-            await state.db.dispose()
+            await _stop(state)
 
     app = FastAPI(title="agent-api", version=__version__, lifespan=lifespan)
     app.state.agent_api = state

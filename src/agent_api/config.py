@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     db_busy_timeout_ms: int = 30_000
 
+    idle_timeout_s: float = 300.0
+    max_live_sessions: int = 20
+    permission_timeout_s: float = 300.0
+    query_wait_timeout_s: float = 900.0
+    cli_max_retries: int = 2
+    sandbox: Literal["auto", "required", "off"] = "auto"
+    max_workdir_bytes: int = 1_073_741_824
+
     admin_username: str | None = None
     admin_password: str | None = None
     admin_email: str | None = None

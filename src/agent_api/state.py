@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from agent_api.auth.rate_limit import LoginLimiter
 from agent_api.auth.security import JwtCodec
 from agent_api.background import TaskRegistry
 from agent_api.config import Settings
 from agent_api.db import Database
+
+if TYPE_CHECKING:
+    from agent_api.runtime.endpoint import ModelEndpoint
+    from agent_api.runtime.pool import AgentPool
 
 
 @dataclass
@@ -18,6 +25,14 @@ class AppState:
     jwt: JwtCodec
     login_limiter: LoginLimiter
     background: TaskRegistry = field(default_factory=TaskRegistry)
+    # Set at start-up by the lifespan: the model endpoint and the pool of live agents.
+    endpoint: ModelEndpoint | None = None
+    agents: AgentPool | None = None
+    bash_sandboxed: bool = False
+    # Turns running in this process, by session, and people's answers awaited by permission requests.
+    turn_tasks: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
+    permission_waiters: dict[uuid.UUID, asyncio.Future[Any]] = field(default_factory=dict)
+    draining: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
@@ -30,3 +45,8 @@ class AppState:
                 settings.login_max_failures_per_user, settings.login_max_failures_per_ip, settings.login_window_s
             ),
         )
+
+    def require_agents(self) -> AgentPool:
+        if self.agents is None:
+            raise RuntimeError("the agent runtime is not started")
+        return self.agents

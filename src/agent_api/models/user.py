@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agent_api.models.base import Base, IdMixin, TimestampMixin, utcnow
@@ -23,6 +23,9 @@ class User(IdMixin, TimestampMixin, Base):
     role: Mapped[str] = mapped_column(String(16), default=ROLE_USER)
     is_active: Mapped[bool] = mapped_column(default=True)
     last_login_at: Mapped[datetime | None]
+    total_cost_usd: Mapped[float] = mapped_column(Numeric(14, 6, asdecimal=False), default=0)
+    total_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
     @property
     def is_admin(self) -> bool:

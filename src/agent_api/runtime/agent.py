@@ -1,0 +1,310 @@
+"""Live agents: one `ClaudeSDKClient` per session, kept open between turns, closed when idle, resumed on demand.
+
+The SDK client must be connected, used and closed by one task, so each live agent owns a task that takes turns
+from a queue. The pool keeps at most `max_live` of them and evicts the least recently used idle one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher, ResultMessage, SystemMessage
+from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
+
+from agent_api.runtime import permissions
+from agent_api.runtime.permissions import Verdict
+
+log = logging.getLogger("agent_api.runtime")
+
+
+@dataclass
+class AgentSpec:
+    """What a session asks of its agent; the runtime knows nothing else about sessions."""
+
+    session_id: uuid.UUID
+    cwd: Path
+    system_prompt: str | None = None
+    permission_mode: str = "default"
+    allowed_tools: list[str] = field(default_factory=list)
+    disallowed_tools: list[str] = field(default_factory=list)
+    blocked_commands: list[str] = field(default_factory=list)
+    model: str | None = None
+    max_turns: int | None = None
+    max_thinking_tokens: int | None = None
+    fallback_model: str | None = None
+    resume: str | None = None
+    fork_session: bool = False
+    resume_session_at: str | None = None
+    max_budget_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class HookRecord:
+    event: str
+    tool_name: str | None
+    tool_use_id: str | None
+    outcome: str  # continue|block
+    reason: str | None
+    duration_ms: float
+
+
+class TurnObserver(Protocol):
+    """What a turn reports to, and asks of, whoever started it."""
+
+    async def on_message(self, message: Any) -> None: ...
+
+    async def on_hook(self, record: HookRecord) -> None: ...
+
+    async def on_decision(
+        self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None, v: Verdict
+    ) -> None:
+        """A decision taken without asking anyone (mode, rule or path guard)."""
+
+    async def ask_permission(self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None) -> Verdict:
+        """Ask a person; the observer records the request and the answer (or the timeout)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    env: dict[str, str]
+    config_dir: Path
+    bash_sandboxed: bool = False
+    stderr_lines: int = 50
+
+
+class AgentStartError(Exception):
+    pass
+
+
+class TurnInterrupted(Exception):
+    pass
+
+
+_CLOSE = object()
+
+
+class LiveAgent:
+    def __init__(self, spec: AgentSpec, config: RuntimeConfig) -> None:
+        self.spec = spec
+        self.config = config
+        self.sdk_session_id: str | None = spec.resume
+        self.last_used = time.monotonic()
+        self.busy = False
+        self.interrupted = False
+        self._observer: TurnObserver | None = None
+        self._client: ClaudeSDKClient | None = None
+        self._commands: asyncio.Queue[Any] = asyncio.Queue()
+        self._ready = asyncio.Event()
+        self._start_error: BaseException | None = None
+        self._stderr: list[str] = []
+        self.task = asyncio.create_task(self._own_client(), name=f"agent-{spec.session_id}")
+
+    # --- options -----------------------------------------------------------------------------------
+
+    def _options(self) -> ClaudeAgentOptions:
+        spec = self.spec
+        env = {**self.config.env, "CLAUDE_CONFIG_DIR": str(self.config.config_dir)}
+        sandbox: Any = {"enabled": True, "autoAllowBashIfSandboxed": True} if self.config.bash_sandboxed else None
+        return ClaudeAgentOptions(
+            cwd=str(spec.cwd),
+            system_prompt=spec.system_prompt,
+            permission_mode=spec.permission_mode,  # type: ignore[arg-type]
+            model=spec.model,
+            fallback_model=spec.fallback_model,
+            max_turns=spec.max_turns,
+            max_thinking_tokens=spec.max_thinking_tokens,
+            max_budget_usd=spec.max_budget_usd,
+            resume=spec.resume,
+            fork_session=spec.fork_session,
+            resume_session_at=spec.resume_session_at,
+            setting_sources=[],
+            env=env,
+            # bypassPermissions never consults it (the SDK warns); our PreToolUse hook still guards every call.
+            can_use_tool=None if spec.permission_mode == "bypassPermissions" else self._can_use_tool,
+            hooks={
+                "PreToolUse": [HookMatcher(matcher=None, hooks=[self._pre_tool_use], on_failure="block")],  # type: ignore[list-item]
+                "PostToolUse": [HookMatcher(matcher=None, hooks=[self._hook_recorder("PostToolUse")])],
+                "UserPromptSubmit": [HookMatcher(matcher=None, hooks=[self._hook_recorder("UserPromptSubmit")])],
+                "Stop": [HookMatcher(matcher=None, hooks=[self._hook_recorder("Stop")])],
+            },
+            sandbox=sandbox,
+            stderr=self._on_stderr,
+        )
+
+    def _on_stderr(self, line: str) -> None:
+        self._stderr.append(line)
+        del self._stderr[: -self.config.stderr_lines]
+
+    # --- permission and hook bridges ---------------------------------------------------------------
+
+    async def _pre_tool_use(self, data: dict[str, Any], tool_use_id: str | None, _ctx: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        tool_name = str(data.get("tool_name", ""))
+        tool_input = data.get("tool_input") or {}
+        spec = self.spec
+        blocked = permissions.blocked_command(spec.blocked_commands, tool_name, tool_input)
+        verdict: Verdict | None
+        if blocked:
+            verdict = Verdict("deny", "rule", f"command matches blocked pattern {blocked!r}")
+        else:
+            verdict = permissions.decide(
+                cwd=spec.cwd,
+                mode=spec.permission_mode,
+                allowed=spec.allowed_tools,
+                disallowed=spec.disallowed_tools,
+                tool_name=tool_name,
+                tool_input=tool_input,
+                bash_sandboxed=self.config.bash_sandboxed,
+            )
+        observer = self._observer
+        if verdict is not None and observer is not None and not blocked:
+            await observer.on_decision(tool_name, tool_input, tool_use_id, verdict)
+        outcome = "block" if verdict is not None and verdict.decision == "deny" else "continue"
+        if observer is not None:
+            reason = verdict.reason if verdict else "asks for permission"
+            duration = (time.perf_counter() - started) * 1000
+            await observer.on_hook(HookRecord("PreToolUse", tool_name, tool_use_id, outcome, reason, duration))
+        if verdict is None:
+            # Nothing settles it here: the CLI asks `can_use_tool`, which asks a person.
+            return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "ask"}}
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": verdict.decision,
+                "permissionDecisionReason": verdict.reason,
+            }
+        }
+
+    def _hook_recorder(self, event: str) -> Any:
+        async def record(data: dict[str, Any], tool_use_id: str | None, _ctx: Any) -> dict[str, Any]:
+            started = time.perf_counter()
+            observer = self._observer
+            if observer is not None:
+                tool = data.get("tool_name")
+                duration = (time.perf_counter() - started) * 1000
+                await observer.on_hook(HookRecord(event, tool, tool_use_id, "continue", None, duration))
+            return {}
+
+        return record
+
+    async def _can_use_tool(
+        self, tool_name: str, tool_input: dict[str, Any], context: ToolPermissionContext
+    ) -> PermissionResultAllow | PermissionResultDeny:
+        observer = self._observer
+        tool_use_id = getattr(context, "tool_use_id", None)
+        if observer is None:
+            return PermissionResultDeny(message="no turn is listening for permission requests")
+        verdict = await observer.ask_permission(tool_name, tool_input, tool_use_id)
+        if verdict.decision == "allow":
+            return PermissionResultAllow()
+        return PermissionResultDeny(message=verdict.reason or "denied")
+
+    # --- the owning task ---------------------------------------------------------------------------
+
+    async def _own_client(self) -> None:
+        client = ClaudeSDKClient(self._options())
+        try:
+            await client.connect()
+        except BaseException as exc:
+            self._start_error = exc
+            self._ready.set()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._client = client
+        self._ready.set()
+        try:
+            while True:
+                command = await self._commands.get()
+                if command is _CLOSE:
+                    return
+                prompt, observer, done = command
+                await self._run_turn(client, prompt, observer, done)
+        finally:
+            self._client = None
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+    async def _run_turn(
+        self, client: ClaudeSDKClient, prompt: str, observer: TurnObserver, done: asyncio.Future[Any]
+    ) -> None:
+        self._observer = observer
+        result: ResultMessage | None = None
+        try:
+            await client.query(prompt)
+            async for message in client.receive_response():
+                if isinstance(message, SystemMessage) and message.subtype == "init":
+                    self.sdk_session_id = message.data.get("session_id") or self.sdk_session_id
+                if isinstance(message, ResultMessage):
+                    result = message
+                    self.sdk_session_id = message.session_id or self.sdk_session_id
+                await observer.on_message(message)
+            if not done.done():
+                done.set_result(result)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+            raise
+        finally:
+            self._observer = None
+            self.last_used = time.monotonic()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+        if self._start_error is not None:
+            detail = "; ".join(self._stderr[-5:])
+            raise AgentStartError(
+                f"agent process failed to start: {self._start_error}{' | ' + detail if detail else ''}"
+            )
+
+    @property
+    def alive(self) -> bool:
+        return not self.task.done()
+
+    async def run(self, prompt: str, observer: TurnObserver) -> ResultMessage | None:
+        await self.wait_ready()
+        if not self.alive:
+            raise AgentStartError("agent process has exited")
+        done: asyncio.Future[ResultMessage | None] = asyncio.get_running_loop().create_future()
+        self.busy, self.interrupted = True, False
+        self.last_used = time.monotonic()
+        try:
+            await self._commands.put((prompt, observer, done))
+            waiter = asyncio.ensure_future(done)
+            owner: asyncio.Future[Any] = self.task
+            finished, _ = await asyncio.wait({waiter, owner}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in finished:
+                return waiter.result()
+            waiter.cancel()
+            raise AgentStartError("agent process exited during the turn")
+        finally:
+            self.busy = False
+            self.last_used = time.monotonic()
+
+    async def interrupt(self) -> None:
+        client = self._client
+        if client is not None and self.busy:
+            self.interrupted = True
+            with contextlib.suppress(Exception):
+                await client.interrupt()
+
+    async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        if self.task.done():
+            return
+        if self.busy:
+            await self.interrupt()
+        await self._commands.put(_CLOSE)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except (TimeoutError, Exception):
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task

@@ -1,0 +1,65 @@
+"""Which model the agents talk to: a configured Anthropic(-compatible) endpoint, or the offline model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from agent_api.runtime.offline_model import OFFLINE_MODEL_NAME, OfflineModel, cli_env
+
+log = logging.getLogger("agent_api.runtime")
+
+PASSTHROUGH = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL")
+
+
+def base_env(max_retries: int) -> dict[str, str]:
+    """What every agent process gets, whatever the model: no telemetry, no updater, bounded retries."""
+    return {
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "CLAUDE_CODE_MAX_RETRIES": str(max_retries),
+        # bypassPermissions refuses to run as root unless told it is sandboxed; our path guard and hooks stay on.
+        "IS_SANDBOX": "1",
+    }
+
+
+@dataclass
+class ModelEndpoint:
+    kind: Literal["anthropic", "offline"]
+    env: dict[str, str]
+    model: str | None
+    base_url: str | None
+    offline: OfflineModel | None = None
+
+    async def stop(self) -> None:
+        if self.offline is not None:
+            await self.offline.stop()
+
+
+async def start_endpoint(max_retries: int, environ: Mapping[str, str] | None = None) -> ModelEndpoint:
+    environ = os.environ if environ is None else environ
+    env = base_env(max_retries)
+    if environ.get("ANTHROPIC_API_KEY") or environ.get("ANTHROPIC_AUTH_TOKEN"):
+        env.update({k: environ[k] for k in PASSTHROUGH if environ.get(k)})
+        return ModelEndpoint("anthropic", env, environ.get("ANTHROPIC_MODEL"), environ.get("ANTHROPIC_BASE_URL"))
+    offline = OfflineModel()
+    await offline.start()
+    env.update(cli_env(offline.base_url))
+    env["CLAUDE_CODE_MAX_RETRIES"] = str(max_retries)
+    log.warning(
+        "OFFLINE MODEL: no ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN is set, so agents talk to the built-in "
+        "offline model at %s. It follows directives (run:, write PATH:, read PATH) and echoes everything else.",
+        offline.base_url,
+    )
+    return ModelEndpoint("offline", env, OFFLINE_MODEL_NAME, offline.base_url, offline)
+
+
+def sandbox_available() -> bool:
+    """The CLI's Bash sandbox needs bubblewrap and socat on Linux."""
+    return shutil.which("bwrap") is not None and shutil.which("socat") is not None

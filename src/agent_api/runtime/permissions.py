@@ -1,0 +1,129 @@
+"""Permission rules, evaluated before a tool runs: path guard, allow/deny rules, then the session's mode.
+
+Rules look like the CLI's: `Bash`, `Bash(git:*)`, `Read(src/*)`, `mcp__server__tool`. The part in brackets is a
+glob over the tool's main argument (the command for Bash, the path for file tools); `:*` means "followed by anything".
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agent_api.runtime.workdir import resolve_inside
+
+# Which input field names the path a file tool touches.
+FILE_TOOL_PATH_FIELDS = {
+    "Read": "file_path",
+    "Write": "file_path",
+    "Edit": "file_path",
+    "MultiEdit": "file_path",
+    "NotebookEdit": "notebook_path",
+    "Glob": "path",
+    "Grep": "path",
+}
+READ_ONLY_TOOLS = frozenset({"Read", "Glob", "Grep", "LS", "TodoWrite", "TodoRead", "NotebookRead", "BashOutput"})
+EDIT_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
+
+Decision = Literal["allow", "deny"]
+DecidedBy = Literal["mode", "rule", "user", "timeout", "path_guard"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    decided_by: DecidedBy
+    reason: str
+
+
+def main_argument(tool_name: str, tool_input: dict[str, Any]) -> str | None:
+    if tool_name == "Bash":
+        return str(tool_input.get("command", ""))
+    field = FILE_TOOL_PATH_FIELDS.get(tool_name)
+    if field and tool_input.get(field) is not None:
+        return str(tool_input[field])
+    return None
+
+
+_RULE = re.compile(r"^(?P<tool>[^()]+?)(?:\((?P<pattern>.*)\))?$")
+
+
+def rule_matches(rule: str, tool_name: str, tool_input: dict[str, Any]) -> bool:
+    parsed = _RULE.match(rule.strip())
+    if not parsed or parsed["tool"].strip() != tool_name:
+        return False
+    pattern = parsed["pattern"]
+    if pattern is None:
+        return True
+    argument = main_argument(tool_name, tool_input)
+    if argument is None:
+        return False
+    glob = pattern[:-2] + "*" if pattern.endswith(":*") else pattern
+    return fnmatch.fnmatchcase(argument, glob)
+
+
+def path_guard(cwd: Path, tool_name: str, tool_input: dict[str, Any]) -> Verdict | None:
+    """Deny a file tool whose path resolves outside the session's directory."""
+    field = FILE_TOOL_PATH_FIELDS.get(tool_name)
+    if field is None:
+        return None
+    raw = tool_input.get(field)
+    if raw is None or raw == "":
+        return None  # Glob/Grep default to the working directory
+    if not isinstance(raw, str) or resolve_inside(cwd, raw) is None:
+        return Verdict("deny", "path_guard", f"{tool_name} path {str(raw)[:200]!r} is outside the session directory")
+    return None
+
+
+def blocked_command(patterns: list[str], tool_name: str, tool_input: dict[str, Any]) -> str | None:
+    """The first `blocked_commands` pattern a Bash command matches, if any."""
+    if tool_name != "Bash" or not patterns:
+        return None
+    command = str(tool_input.get("command", ""))
+    return next((p for p in patterns if re.search(p, command)), None)
+
+
+def decide(
+    *,
+    cwd: Path,
+    mode: str,
+    allowed: list[str],
+    disallowed: list[str],
+    tool_name: str,
+    tool_input: dict[str, Any],
+    bash_sandboxed: bool,
+) -> Verdict | None:
+    """A verdict when rules or the mode settle it; None when a person has to decide."""
+    guarded = path_guard(cwd, tool_name, tool_input)
+    if guarded:
+        return guarded
+    for rule in disallowed:
+        if rule_matches(rule, tool_name, tool_input):
+            return Verdict("deny", "rule", f"denied by rule {rule!r}")
+    for rule in allowed:
+        if rule_matches(rule, tool_name, tool_input):
+            return Verdict("allow", "rule", f"allowed by rule {rule!r}")
+    if mode == "bypassPermissions":
+        return Verdict("allow", "mode", "bypassPermissions")
+    if tool_name in READ_ONLY_TOOLS:
+        return Verdict("allow", "mode", f"{tool_name} is read-only")
+    if mode == "plan":
+        return Verdict("deny", "mode", "plan mode makes no changes")
+    if mode == "acceptEdits" and tool_name in EDIT_TOOLS:
+        return Verdict("allow", "mode", "acceptEdits")
+    if tool_name == "Bash" and bash_sandboxed:
+        return Verdict("allow", "mode", "Bash runs in the sandbox")
+    return None
+
+
+def input_summary(tool_input: dict[str, Any], limit: int = 2000) -> dict[str, Any]:
+    """The tool input as recorded: long strings cut, so a 1 MB Write does not bloat the decision log."""
+    summary: dict[str, Any] = {}
+    for key, value in tool_input.items():
+        if isinstance(value, str) and len(value) > limit:
+            summary[key] = value[:limit] + f"... [{len(value) - limit} more characters]"
+        else:
+            summary[key] = value
+    return summary

@@ -1,0 +1,117 @@
+"""The pool of live agents: start in the background, reuse between turns, close idle ones, cap how many live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+
+from claude_agent_sdk import ResultMessage
+
+from agent_api.runtime.agent import AgentSpec, LiveAgent, RuntimeConfig, TurnObserver
+
+log = logging.getLogger("agent_api.runtime")
+
+
+class AgentPool:
+    def __init__(self, config: RuntimeConfig, *, max_live: int = 20, idle_timeout_s: float = 300.0) -> None:
+        self.config = config
+        self.max_live = max_live
+        self.idle_timeout_s = idle_timeout_s
+        self._agents: OrderedDict[uuid.UUID, LiveAgent] = OrderedDict()
+        self._reaper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return sum(1 for a in self._agents.values() if a.alive)
+
+    def is_live(self, session_id: uuid.UUID) -> bool:
+        agent = self._agents.get(session_id)
+        return agent is not None and agent.alive
+
+    def start_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="agent-pool-reaper")
+
+    def warm(self, spec: AgentSpec) -> LiveAgent:
+        """The session's live agent, starting its process in the background when there is none."""
+        agent = self._agents.get(spec.session_id)
+        if agent is not None and agent.alive:
+            self._agents.move_to_end(spec.session_id)
+            return agent
+        self._agents.pop(spec.session_id, None)
+        self._evict_for_room()
+        agent = LiveAgent(spec, self.config)
+        self._agents[spec.session_id] = agent
+        return agent
+
+    async def wait_ready(self, session_id: uuid.UUID) -> None:
+        agent = self._agents.get(session_id)
+        if agent is not None:
+            await agent.wait_ready()
+
+    async def run_turn(
+        self, spec: AgentSpec, prompt: str, observer: TurnObserver
+    ) -> tuple[ResultMessage | None, LiveAgent]:
+        agent = self.warm(spec)
+        try:
+            result = await agent.run(prompt, observer)
+        except Exception:
+            # Whatever broke, the next turn starts a fresh process (resuming the conversation).
+            self._agents.pop(spec.session_id, None)
+            await agent.close()
+            raise
+        return result, agent
+
+    async def interrupt(self, session_id: uuid.UUID) -> bool:
+        agent = self._agents.get(session_id)
+        if agent is None or not agent.busy:
+            return False
+        await agent.interrupt()
+        return True
+
+    async def close(self, session_id: uuid.UUID) -> None:
+        agent = self._agents.pop(session_id, None)
+        if agent is not None:
+            await agent.close()
+
+    async def close_all(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reaper
+            self._reaper = None
+        agents = list(self._agents.values())
+        self._agents.clear()
+        await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
+
+    def _evict_for_room(self) -> None:
+        live = [sid for sid, a in self._agents.items() if a.alive]
+        excess = len(live) - self.max_live + 1
+        for sid in live:  # oldest use first
+            if excess <= 0:
+                break
+            agent = self._agents[sid]
+            if agent.busy:
+                continue
+            self._agents.pop(sid)
+            asyncio.create_task(agent.close(), name=f"evict-{sid}")  # noqa: RUF006 - close() finishes on its own
+            excess -= 1
+
+    async def close_idle(self) -> int:
+        now = time.monotonic()
+        idle = [sid for sid, a in self._agents.items() if not a.busy and now - a.last_used >= self.idle_timeout_s]
+        for sid in idle:
+            await self.close(sid)
+        return len(idle)
+
+    async def _reap_forever(self) -> None:
+        interval = max(0.05, min(self.idle_timeout_s / 4, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.close_idle()
+            except Exception:
+                log.exception("closing idle agents failed")

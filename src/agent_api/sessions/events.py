@@ -1,0 +1,52 @@
+"""The session event log: every event a row with a gap-free `seq`, written in the transaction of the state it reports."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.models import Session, SessionEvent, StatusChange
+from agent_api.models.base import utcnow
+from agent_api.sessions import repository as repo
+
+
+async def append_event(db: AsyncSession, session_id: uuid.UUID, type_: str, data: dict[str, Any]) -> SessionEvent:
+    seq = await repo.next_seq(db, session_id)
+    event = SessionEvent(session_id=session_id, seq=seq, type=type_, data=data, created_at=utcnow())
+    db.add(event)
+    await db.flush()
+    return event
+
+
+async def change_status(db: AsyncSession, session: Session, to: str, reason: str | None = None) -> None:
+    """Set the status on a loaded row, record the change and its event."""
+    previous = session.status
+    if previous == to:
+        return
+    session.status = to
+    session.updated_at = utcnow()
+    await record_status_change(db, session.id, previous, to, reason)
+
+
+async def record_status_change(
+    db: AsyncSession, session_id: uuid.UUID, previous: str | None, to: str, reason: str | None
+) -> None:
+    db.add(StatusChange(session_id=session_id, from_status=previous, to_status=to, reason=reason, created_at=utcnow()))
+    await append_event(db, session_id, "status_change", {"from": previous, "status": to, "reason": reason})
+
+
+async def claim_and_record(
+    db: AsyncSession, session_id: uuid.UUID, allowed_from: tuple[str, ...], to: str, reason: str | None
+) -> str | None:
+    """Compare-and-set the status; on success record it and return the previous status, else None."""
+    current = await db.scalar(
+        Session.__table__.select().with_only_columns(Session.status).where(Session.id == session_id)
+    )
+    if current is None or current not in allowed_from:
+        return None
+    if not await repo.claim_status(db, session_id, (current,), to):
+        return None
+    await record_status_change(db, session_id, current, to, reason)
+    return str(current)

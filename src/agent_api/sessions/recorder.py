@@ -1,0 +1,429 @@
+"""Turns SDK messages into rows and events: one short transaction per message, so history is durable as it happens."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from typing import Any
+
+from claude_agent_sdk import AssistantMessage, ResultMessage, SystemMessage, UserMessage
+from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from sqlalchemy import update
+
+from agent_api.models import HookRun, Message, MetricsSnapshot, PermissionRequest, Session, ToolCall, User
+from agent_api.models.base import utcnow
+from agent_api.runtime.agent import HookRecord
+from agent_api.runtime.permissions import Verdict, input_summary
+from agent_api.sessions import repository as repo
+from agent_api.sessions.events import append_event, claim_and_record
+from agent_api.state import AppState
+
+MAX_STORED_OUTPUT = 100_000
+EVENT_OUTPUT_PREVIEW = 2_000
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _cap(value: Any, limit: int) -> Any:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) <= limit:
+        return _jsonable(value)
+    return text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def block_json(block: Any) -> dict[str, Any]:
+    if isinstance(block, TextBlock):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, ThinkingBlock):
+        return {"type": "thinking", "thinking": block.thinking}
+    if isinstance(block, ToolUseBlock):
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": _jsonable(block.input)}
+    if isinstance(block, ToolResultBlock):
+        return {
+            "type": "tool_result",
+            "tool_use_id": block.tool_use_id,
+            "content": _cap(block.content, MAX_STORED_OUTPUT),
+            "is_error": bool(block.is_error),
+        }
+    data = dataclasses.asdict(block) if dataclasses.is_dataclass(block) and not isinstance(block, type) else {}
+    return {"type": type(block).__name__, **_jsonable(data)}
+
+
+def _text_of(blocks: list[Any]) -> str | None:
+    texts = [b.text for b in blocks if isinstance(b, TextBlock)]
+    return "\n".join(texts) if texts else None
+
+
+def message_payload(m: Message) -> dict[str, Any]:
+    return {
+        "message_id": str(m.id),
+        "turn_id": str(m.turn_id) if m.turn_id else None,
+        "role": m.role,
+        "content": m.content,
+        "text": m.text,
+        "model": m.model,
+    }
+
+
+class TurnRecorder:
+    """Observes one turn for the runtime and writes down everything it sees."""
+
+    def __init__(self, state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        self.state = state
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.user_id = user_id
+        self.decided: set[str] = set()
+
+    async def on_message(self, message: Any) -> None:
+        if isinstance(message, SystemMessage) and message.subtype == "init":
+            await self._on_init(message.data)
+        elif isinstance(message, AssistantMessage):
+            await self._on_assistant(message)
+        elif isinstance(message, UserMessage):
+            await self._on_user(message)
+
+    async def _on_init(self, data: dict[str, Any]) -> None:
+        values: dict[str, Any] = {"sdk_session_id": data.get("session_id")}
+        if data.get("model"):
+            values["model"] = data["model"]
+        async with self.state.db.transaction() as db:
+            await db.execute(
+                update(Session)
+                .where(Session.id == self.session_id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _on_assistant(self, message: AssistantMessage) -> None:
+        blocks = list(message.content)
+        async with self.state.db.transaction() as db:
+            row = Message(
+                session_id=self.session_id,
+                turn_id=self.turn_id,
+                role="assistant",
+                content=[block_json(b) for b in blocks],
+                text=_text_of(blocks),
+                model=message.model,
+                sdk_uuid=getattr(message, "uuid", None),
+                created_at=utcnow(),
+            )
+            db.add(row)
+            await db.flush()
+            await append_event(db, self.session_id, "message", message_payload(row))
+            tool_uses = [b for b in blocks if isinstance(b, ToolUseBlock)]
+            for use in tool_uses:
+                call = ToolCall(
+                    session_id=self.session_id,
+                    turn_id=self.turn_id,
+                    tool_use_id=use.id,
+                    name=use.name,
+                    input=_jsonable(use.input),
+                    status="started",
+                    started_at=utcnow(),
+                )
+                db.add(call)
+                await db.flush()
+                await append_event(
+                    db,
+                    self.session_id,
+                    "tool_call_started",
+                    {
+                        "tool_call_id": str(call.id),
+                        "tool_use_id": use.id,
+                        "name": use.name,
+                        "input": input_summary(call.input),
+                        "turn_id": str(self.turn_id),
+                    },
+                )
+            await repo.add_totals(db, self.session_id, message_count=1, tool_call_count=len(tool_uses))
+
+    async def _on_user(self, message: UserMessage) -> None:
+        content = message.content
+        blocks: list[Any] = [TextBlock(text=content)] if isinstance(content, str) else list(content)
+        structured = getattr(message, "tool_use_result", None)
+        async with self.state.db.transaction() as db:
+            row = Message(
+                session_id=self.session_id,
+                turn_id=self.turn_id,
+                role="user",
+                content=[block_json(b) for b in blocks],
+                text=_text_of(blocks),
+                sdk_uuid=getattr(message, "uuid", None),
+                created_at=utcnow(),
+            )
+            db.add(row)
+            await db.flush()
+            await append_event(db, self.session_id, "message", message_payload(row))
+            for result in (b for b in blocks if isinstance(b, ToolResultBlock)):
+                await self._complete_tool_call(db, result, structured)
+            await repo.add_totals(db, self.session_id, message_count=1)
+
+    async def _complete_tool_call(self, db: Any, result: ToolResultBlock, structured: Any) -> None:
+        call = await repo.get_tool_call(db, self.session_id, result.tool_use_id)
+        if call is None:
+            return
+        now = utcnow()
+        output = structured if structured is not None else result.content
+        call.output = _cap(output, MAX_STORED_OUTPUT)
+        call.is_error = bool(result.is_error)
+        call.status = "failed" if call.is_error else "completed"
+        call.finished_at = now
+        call.duration_ms = int((now - call.started_at).total_seconds() * 1000)
+        await db.flush()
+        await append_event(
+            db,
+            self.session_id,
+            "tool_call_completed",
+            {
+                "tool_call_id": str(call.id),
+                "tool_use_id": call.tool_use_id,
+                "name": call.name,
+                "is_error": call.is_error,
+                "output": _cap(result.content, EVENT_OUTPUT_PREVIEW),
+                "duration_ms": call.duration_ms,
+                "turn_id": str(self.turn_id),
+            },
+        )
+
+    # --- decisions and hooks -----------------------------------------------------------------------
+
+    async def on_hook(self, record: HookRecord) -> None:
+        if record.event == "PostToolUse" and record.tool_use_id and record.tool_use_id not in self.decided:
+            # The CLI allowed it by its own rules for the mode (read-only Bash, say): still a decision on record.
+            verdict = Verdict("allow", "mode", "allowed by the agent CLI's rules for this permission mode")
+            await self.on_decision(record.tool_name or "", {}, record.tool_use_id, verdict)
+        async with self.state.db.transaction() as db:
+            db.add(
+                HookRun(
+                    session_id=self.session_id,
+                    turn_id=self.turn_id,
+                    event=record.event,
+                    tool_name=record.tool_name,
+                    tool_use_id=record.tool_use_id,
+                    outcome=record.outcome,
+                    reason=record.reason,
+                    duration_ms=record.duration_ms,
+                    created_at=utcnow(),
+                )
+            )
+
+    async def on_decision(
+        self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None, verdict: Verdict
+    ) -> None:
+        if tool_use_id:
+            self.decided.add(tool_use_id)
+        now = utcnow()
+        async with self.state.db.transaction() as db:
+            request = PermissionRequest(
+                session_id=self.session_id,
+                turn_id=self.turn_id,
+                tool_name=tool_name,
+                tool_use_id=tool_use_id,
+                input_summary=_jsonable(input_summary(tool_input)),
+                decision=verdict.decision,
+                decided_by=verdict.decided_by,
+                reason=verdict.reason,
+                created_at=now,
+                decided_at=now,
+            )
+            db.add(request)
+            await db.flush()
+            await append_event(
+                db,
+                self.session_id,
+                "permission_decision",
+                {
+                    "request_id": str(request.id),
+                    "tool": tool_name,
+                    "decision": verdict.decision,
+                    "decided_by": verdict.decided_by,
+                    "reason": verdict.reason,
+                },
+            )
+
+    async def ask_permission(self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None) -> Verdict:
+        if tool_use_id:
+            self.decided.add(tool_use_id)
+        state = self.state
+        request_id = uuid.uuid4()
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        state.permission_waiters[request_id] = waiter
+        try:
+            async with state.db.transaction() as db:
+                summary = _jsonable(input_summary(tool_input))
+                db.add(
+                    PermissionRequest(
+                        id=request_id,
+                        session_id=self.session_id,
+                        turn_id=self.turn_id,
+                        tool_name=tool_name,
+                        tool_use_id=tool_use_id,
+                        input_summary=summary,
+                        created_at=utcnow(),
+                    )
+                )
+                await db.flush()
+                await append_event(
+                    db,
+                    self.session_id,
+                    "permission_request",
+                    {"request_id": str(request_id), "tool": tool_name, "input": summary, "tool_use_id": tool_use_id},
+                )
+                await claim_and_record(db, self.session_id, ("processing",), "waiting", f"{tool_name} needs permission")
+            try:
+                decision, reason = await asyncio.wait_for(waiter, state.settings.permission_timeout_s)
+                verdict = Verdict(decision, "user", reason or f"{decision} by the user")
+            except TimeoutError:
+                verdict = await self._time_out(request_id)
+            async with state.db.transaction() as db:
+                if not await repo.pending_permissions(db, self.session_id):
+                    await claim_and_record(db, self.session_id, ("waiting",), "processing", "permission decided")
+        finally:
+            state.permission_waiters.pop(request_id, None)
+        return verdict
+
+    async def _time_out(self, request_id: uuid.UUID) -> Verdict:
+        async with self.state.db.transaction() as db:
+            claimed = await db.execute(
+                update(PermissionRequest)
+                .where(PermissionRequest.id == request_id, PermissionRequest.decision.is_(None))
+                .values(decision="deny", decided_by="timeout", reason="no answer in time", decided_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount:  # type: ignore[attr-defined]
+                await append_event(
+                    db,
+                    self.session_id,
+                    "permission_resolved",
+                    {"request_id": str(request_id), "decision": "deny", "decided_by": "timeout"},
+                )
+                return Verdict("deny", "timeout", "no answer in time")
+            # Answered at the last moment: the answer stands.
+            row = await db.get(PermissionRequest, request_id)
+            if row is None or row.decision != "allow":
+                return Verdict("deny", "user", row.reason if row and row.reason else "denied")
+            return Verdict("allow", "user", row.reason or "allowed by the user")
+
+    # --- the end of the turn -------------------------------------------------------------------------
+
+    async def finish(self, result: ResultMessage | None, interrupted: bool) -> None:
+        now = utcnow()
+        async with self.state.db.transaction() as db:
+            turn = await repo.get_turn(db, self.turn_id)
+            session = await repo.get_session(db, self.session_id)
+            if turn is None or session is None:
+                return
+            usage = dict(result.usage or {}) if result else {}
+            input_tokens = int(usage.get("input_tokens") or 0)
+            output_tokens = int(usage.get("output_tokens") or 0)
+            cache_read = int(usage.get("cache_read_input_tokens") or 0)
+            cache_creation = int(usage.get("cache_creation_input_tokens") or 0)
+            cost = 0.0
+            if result is not None and result.total_cost_usd is not None:
+                total = float(result.total_cost_usd)
+                previous = float(session.sdk_cost_total_usd or 0)
+                cost = total - previous if total >= previous else total
+                session.sdk_cost_total_usd = total
+            if interrupted:
+                turn.status = "interrupted"
+            elif result is None or (result.is_error and result.subtype != "success"):
+                turn.status = "failed"
+            else:
+                turn.status = "completed"
+            turn.finished_at = now
+            if result is not None:
+                turn.result = result.result
+                turn.is_error = bool(result.is_error)
+                turn.usage = _jsonable(usage)
+                turn.model_usage = _jsonable(result.model_usage) if result.model_usage else None
+                turn.num_turns = result.num_turns
+                turn.duration_ms = result.duration_ms
+                turn.duration_api_ms = result.duration_api_ms
+                turn.stop_reason = result.stop_reason or result.subtype
+                turn.errors = list(getattr(result, "errors", None) or []) or None
+            turn.cost_usd = cost
+            turn.input_tokens, turn.output_tokens = input_tokens, output_tokens
+            await repo.add_totals(
+                db,
+                self.session_id,
+                total_cost_usd=cost,
+                total_input_tokens=input_tokens,
+                total_output_tokens=output_tokens,
+                total_cache_read_tokens=cache_read,
+                total_cache_creation_tokens=cache_creation,
+            )
+            await db.execute(
+                update(User)
+                .where(User.id == self.user_id)
+                .values(
+                    total_cost_usd=User.total_cost_usd + cost,
+                    total_input_tokens=User.total_input_tokens + input_tokens,
+                    total_output_tokens=User.total_output_tokens + output_tokens,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            by_tool, errors = await repo.tool_counts(db, self.session_id, self.turn_id)
+            await db.refresh(session)
+            db.add(
+                MetricsSnapshot(
+                    session_id=self.session_id,
+                    turn_id=self.turn_id,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cache_read_tokens=cache_read,
+                    cache_creation_tokens=cache_creation,
+                    cost_usd=cost,
+                    total_cost_usd=float(session.total_cost_usd or 0),
+                    num_turns=result.num_turns if result else 0,
+                    tool_calls_by_tool=by_tool,
+                    error_count=errors + (1 if turn.status == "failed" else 0),
+                    duration_ms=result.duration_ms if result else 0,
+                    created_at=now,
+                )
+            )
+            await append_event(
+                db,
+                self.session_id,
+                "result",
+                {
+                    "turn_id": str(self.turn_id),
+                    "turn_status": turn.status,
+                    "result": turn.result,
+                    "is_error": turn.is_error,
+                    "cost_usd": cost,
+                    "usage": turn.usage,
+                    "num_turns": turn.num_turns,
+                    "duration_ms": turn.duration_ms,
+                },
+            )
+            await claim_and_record(db, self.session_id, ("processing", "waiting"), "active", f"turn {turn.status}")
+
+    async def fail(self, error: BaseException, *, start_failed: bool) -> None:
+        message = str(error)[:2000] or type(error).__name__
+        async with self.state.db.transaction() as db:
+            turn = await repo.get_turn(db, self.turn_id)
+            if turn is not None:
+                turn.status, turn.finished_at = "failed", utcnow()
+                turn.errors = [message]
+            await db.execute(
+                update(Session)
+                .where(Session.id == self.session_id)
+                .values(error_message=message)
+                .execution_options(synchronize_session=False)
+            )
+            code = "agent_start_failed" if start_failed else "turn_failed"
+            await append_event(
+                db, self.session_id, "error", {"code": code, "message": message, "turn_id": str(self.turn_id)}
+            )
+            await claim_and_record(
+                db,
+                self.session_id,
+                ("processing", "waiting", "connecting"),
+                "failed" if start_failed else "active",
+                message[:500],
+            )

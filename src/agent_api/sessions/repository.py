@@ -1,0 +1,189 @@
+"""Session queries. User-facing ones start from a statement already scoped to the owner."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.models import (
+    HookRun,
+    Message,
+    MetricsSnapshot,
+    PermissionRequest,
+    Session,
+    SessionArchive,
+    SessionEvent,
+    ToolCall,
+    Turn,
+)
+from agent_api.models.base import utcnow
+
+
+def owned_sessions(user_id: uuid.UUID) -> Select[Session]:
+    return select(Session).where(Session.user_id == user_id)
+
+
+async def get_owned(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> Session | None:
+    return (await db.scalars(owned_sessions(user_id).where(Session.id == session_id))).first()
+
+
+async def get_session(db: AsyncSession, session_id: uuid.UUID) -> Session | None:
+    return await db.get(Session, session_id)
+
+
+def list_owned(
+    user_id: uuid.UUID,
+    *,
+    status: str | None = None,
+    is_fork: bool | None = None,
+    search: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> Select[Session]:
+    stmt = owned_sessions(user_id)
+    # Deleted sessions stay for the cost history but leave the default listing.
+    stmt = stmt.where(Session.status == status) if status else stmt.where(Session.status != "terminated")
+    if is_fork is not None:
+        stmt = stmt.where(Session.is_fork.is_(is_fork))
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Session.name.ilike(f"%{escaped}%", escape="\\"))
+    if created_after:
+        stmt = stmt.where(Session.created_at >= created_after)
+    if created_before:
+        stmt = stmt.where(Session.created_at < created_before)
+    return stmt.order_by(Session.created_at.desc(), Session.id)
+
+
+async def claim_status(db: AsyncSession, session_id: uuid.UUID, allowed_from: tuple[str, ...], to: str) -> bool:
+    """Compare-and-set on the status: true for exactly one of several concurrent callers."""
+    result = await db.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.status.in_(allowed_from))
+        .values(status=to, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def next_seq(db: AsyncSession, session_id: uuid.UUID) -> int:
+    """The session row is the sequence: incrementing it takes the row's write lock, so seq is gap-free."""
+    seq = await db.scalar(
+        update(Session)
+        .where(Session.id == session_id)
+        .values(last_seq=Session.last_seq + 1)
+        .returning(Session.last_seq)
+        .execution_options(synchronize_session=False)
+    )
+    if seq is None:
+        raise LookupError(f"session {session_id} does not exist")
+    return int(seq)
+
+
+async def add_totals(db: AsyncSession, session_id: uuid.UUID, **increments: Any) -> None:
+    values = {name: getattr(Session, name) + amount for name, amount in increments.items() if amount}
+    if values:
+        await db.execute(
+            update(Session)
+            .where(Session.id == session_id)
+            .values(**values, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def messages_of(session_id: uuid.UUID, turn_id: uuid.UUID | None = None) -> Select[Message]:
+    stmt = select(Message).where(Message.session_id == session_id)
+    if turn_id:
+        stmt = stmt.where(Message.turn_id == turn_id)
+    return stmt.order_by(Message.created_at, Message.id)
+
+
+def tool_calls_of(session_id: uuid.UUID, turn_id: uuid.UUID | None = None) -> Select[ToolCall]:
+    stmt = select(ToolCall).where(ToolCall.session_id == session_id)
+    if turn_id:
+        stmt = stmt.where(ToolCall.turn_id == turn_id)
+    return stmt.order_by(ToolCall.started_at, ToolCall.id)
+
+
+def hook_runs_of(session_id: uuid.UUID) -> Select[HookRun]:
+    return select(HookRun).where(HookRun.session_id == session_id).order_by(HookRun.created_at, HookRun.id)
+
+
+def permissions_of(session_id: uuid.UUID) -> Select[PermissionRequest]:
+    return (
+        select(PermissionRequest)
+        .where(PermissionRequest.session_id == session_id)
+        .order_by(PermissionRequest.created_at, PermissionRequest.id)
+    )
+
+
+def snapshots_of(session_id: uuid.UUID) -> Select[MetricsSnapshot]:
+    return (
+        select(MetricsSnapshot)
+        .where(MetricsSnapshot.session_id == session_id)
+        .order_by(MetricsSnapshot.created_at, MetricsSnapshot.id)
+    )
+
+
+def events_after(session_id: uuid.UUID, after_seq: int, limit: int = 500) -> Select[SessionEvent]:
+    return (
+        select(SessionEvent)
+        .where(SessionEvent.session_id == session_id, SessionEvent.seq > after_seq)
+        .order_by(SessionEvent.seq)
+        .limit(limit)
+    )
+
+
+async def pending_permissions(db: AsyncSession, session_id: uuid.UUID) -> list[PermissionRequest]:
+    stmt = permissions_of(session_id).where(PermissionRequest.decision.is_(None))
+    return list((await db.scalars(stmt)).all())
+
+
+async def tool_counts(
+    db: AsyncSession, session_id: uuid.UUID, turn_id: uuid.UUID | None = None
+) -> tuple[dict[str, int], int]:
+    """Tool calls by tool name, and how many failed; for the session or one of its turns."""
+    stmt = select(ToolCall.name, func.count(), func.sum(case((ToolCall.is_error, 1), else_=0))).where(
+        ToolCall.session_id == session_id
+    )
+    if turn_id is not None:
+        stmt = stmt.where(ToolCall.turn_id == turn_id)
+    rows = (await db.execute(stmt.group_by(ToolCall.name))).all()
+    return {name: int(n) for name, n, _ in rows}, sum(int(e or 0) for _, _, e in rows)
+
+
+async def get_turn(db: AsyncSession, turn_id: uuid.UUID) -> Turn | None:
+    return await db.get(Turn, turn_id)
+
+
+async def running_turns(db: AsyncSession) -> list[Turn]:
+    return list((await db.scalars(select(Turn).where(Turn.status.in_(("queued", "running"))))).all())
+
+
+async def get_archive(db: AsyncSession, session_id: uuid.UUID) -> SessionArchive | None:
+    return (await db.scalars(select(SessionArchive).where(SessionArchive.session_id == session_id))).first()
+
+
+async def get_message_of(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID) -> Message | None:
+    stmt = select(Message).where(Message.session_id == session_id, Message.id == message_id)
+    return (await db.scalars(stmt)).first()
+
+
+async def get_tool_call(db: AsyncSession, session_id: uuid.UUID, tool_use_id: str) -> ToolCall | None:
+    stmt = select(ToolCall).where(ToolCall.session_id == session_id, ToolCall.tool_use_id == tool_use_id)
+    return (await db.scalars(stmt)).first()
+
+
+async def get_permission(db: AsyncSession, session_id: uuid.UUID, request_id: uuid.UUID) -> PermissionRequest | None:
+    stmt = select(PermissionRequest).where(
+        PermissionRequest.session_id == session_id, PermissionRequest.id == request_id
+    )
+    return (await db.scalars(stmt)).first()
+
+
+def sessions_in(statuses: tuple[str, ...]) -> Select[Session]:
+    return select(Session).where(Session.status.in_(statuses))

@@ -1,0 +1,324 @@
+"""Session lifecycle: create, list, delete, pause, resume, fork, archive, permission answers, start-up recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from pathlib import Path
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from agent_api.models import Message, PermissionRequest, Session, SessionArchive, Turn, User
+from agent_api.models.base import utcnow
+from agent_api.runtime import workdir
+from agent_api.runtime.agent import AgentSpec
+from agent_api.sessions import repository as repo
+from agent_api.sessions.events import append_event, change_status, record_status_change
+from agent_api.sessions.schemas import CurrentMetrics, ForkRequest, PermissionAnswer, SessionCreate
+from agent_api.state import AppState
+
+log = logging.getLogger("agent_api.sessions")
+
+# Statuses from which each action may start.
+PAUSABLE = ("created", "connecting", "processing", "waiting", "active", "failed")
+RESUMABLE = ("paused", "completed", "archived")
+ENDED = ("terminated",)
+
+
+def workdir_of(state: AppState, session_id: uuid.UUID) -> Path:
+    return workdir.session_workdir(state.settings.data_dir, session_id)
+
+
+def archive_path(state: AppState, session_id: uuid.UUID) -> Path:
+    return state.settings.data_dir / "archives" / f"{session_id}.tar.gz"
+
+
+def spec_for(state: AppState, s: Session) -> AgentSpec:
+    options = s.sdk_options or {}
+    fork_pending = s.sdk_session_id is None and s.fork_from_sdk_session_id is not None
+    return AgentSpec(
+        session_id=s.id,
+        cwd=workdir_of(state, s.id),
+        system_prompt=s.system_prompt,
+        permission_mode=s.permission_mode,
+        allowed_tools=list(s.allowed_tools or []),
+        disallowed_tools=list(s.disallowed_tools or []),
+        blocked_commands=list(s.blocked_commands or []),
+        model=options.get("model"),
+        max_turns=options.get("max_turns"),
+        max_thinking_tokens=options.get("max_thinking_tokens"),
+        fallback_model=options.get("fallback_model"),
+        resume=s.fork_from_sdk_session_id if fork_pending else s.sdk_session_id,
+        fork_session=fork_pending,
+        resume_session_at=s.fork_at_message_uuid if fork_pending else None,
+    )
+
+
+async def create_session(db: AsyncSession, state: AppState, user: User, body: SessionCreate) -> Session:
+    if body.template_id is not None:
+        raise ValidationFailed(
+            "Unknown template", code="template_not_found", details={"template_id": str(body.template_id)}
+        )
+    if body.mcp_server_ids:
+        raise ValidationFailed("Unknown MCP server", code="mcp_server_not_found")
+    s = Session(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        name=body.name,
+        description=body.description,
+        status="created",
+        system_prompt=body.system_prompt,
+        allowed_tools=body.allowed_tools,
+        disallowed_tools=body.disallowed_tools,
+        blocked_commands=body.blocked_commands,
+        permission_mode=body.permission_mode,
+        sdk_options=body.sdk_options.model_dump(exclude_none=True),
+        mcp_server_ids=[],
+        meta=body.metadata,
+        model=body.sdk_options.model or (state.endpoint.model if state.endpoint else None),
+    )
+    db.add(s)
+    await db.flush()
+    await record_status_change(db, s.id, None, "created", "session created")
+    await asyncio.to_thread(workdir.create_workdir, workdir_of(state, s.id))
+    return s
+
+
+async def get_owned(db: AsyncSession, user: User, session_id: uuid.UUID) -> Session:
+    s = await repo.get_owned(db, user.id, session_id)
+    if s is None:
+        raise NotFound("Session not found", code="session_not_found")
+    return s
+
+
+async def stop_agent(state: AppState, session_id: uuid.UUID) -> None:
+    """Interrupt a running turn and end the live client."""
+    if state.agents is not None:
+        await state.agents.interrupt(session_id)
+        await state.agents.close(session_id)
+
+
+async def delete_session(db: AsyncSession, state: AppState, s: Session) -> None:
+    if s.status in ENDED:
+        return
+    archived = await repo.get_archive(db, s.id) is not None
+    await change_status(db, s, "terminated", "deleted by the owner")
+    s.completed_at = utcnow()
+    await _deny_pending(db, s.id, "session deleted")
+    await db.flush()
+    await stop_agent(state, s.id)
+    await asyncio.to_thread(workdir.remove_workdir, workdir_of(state, s.id))
+    if not archived:
+        archive_path(state, s.id).unlink(missing_ok=True)
+
+
+async def pause(db: AsyncSession, state: AppState, s: Session) -> Session:
+    if s.status == "paused":
+        return s
+    if s.status not in PAUSABLE:
+        raise Conflict(f"A session in status {s.status!r} cannot be paused", code="invalid_status")
+    await change_status(db, s, "paused", "paused by the owner")
+    await _deny_pending(db, s.id, "session paused")
+    await db.flush()
+    await stop_agent(state, s.id)
+    return s
+
+
+async def resume(db: AsyncSession, state: AppState, s: Session) -> Session:
+    if s.status not in RESUMABLE:
+        raise Conflict(f"A session in status {s.status!r} cannot be resumed", code="invalid_status")
+    if s.status == "archived":
+        archive = await repo.get_archive(db, s.id)
+        if archive is not None:
+            await asyncio.to_thread(workdir.restore_archive, Path(archive.path), workdir_of(state, s.id))
+            archive.restored_at = utcnow()
+    await change_status(db, s, "active", "resumed by the owner")
+    s.completed_at = None
+    await db.flush()
+    return s
+
+
+async def fork(db: AsyncSession, state: AppState, user: User, parent: Session, body: ForkRequest) -> Session:
+    if parent.status in ENDED:
+        raise Conflict("A deleted session cannot be forked", code="invalid_status")
+    cut: Message | None = None
+    if body.fork_at_message is not None:
+        cut = await repo.get_message_of(db, parent.id, body.fork_at_message)
+        if cut is None:
+            raise ValidationFailed("fork_at_message is not a message of this session", code="message_not_found")
+    child = Session(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        name=body.name or f"{parent.name or 'session'} (fork)",
+        description=parent.description,
+        status="created",
+        template_id=parent.template_id,
+        system_prompt=parent.system_prompt,
+        allowed_tools=list(parent.allowed_tools or []),
+        disallowed_tools=list(parent.disallowed_tools or []),
+        blocked_commands=list(parent.blocked_commands or []),
+        permission_mode=parent.permission_mode,
+        sdk_options=dict(parent.sdk_options or {}),
+        mcp_server_ids=list(parent.mcp_server_ids or []),
+        meta=dict(parent.meta or {}),
+        parent_session_id=parent.id,
+        is_fork=True,
+        model=parent.model,
+        fork_from_sdk_session_id=parent.sdk_session_id,
+        fork_at_message_uuid=cut.sdk_uuid if cut is not None else None,
+    )
+    db.add(child)
+    await db.flush()
+    copied = await _copy_history(db, parent.id, child.id, cut)
+    child.message_count = copied
+    await record_status_change(db, child.id, None, "created", f"forked from {parent.id}")
+    target = workdir_of(state, child.id)
+    try:
+        if body.include_working_directory and workdir_of(state, parent.id).is_dir():
+            await asyncio.to_thread(
+                workdir.copy_workdir, workdir_of(state, parent.id), target, state.settings.max_workdir_bytes
+            )
+        else:
+            await asyncio.to_thread(workdir.create_workdir, target)
+    except workdir.WorkdirTooLarge as exc:
+        raise PayloadTooLarge("The working directory is too large to copy", code="workdir_too_large") from exc
+    return child
+
+
+async def _copy_history(db: AsyncSession, parent_id: uuid.UUID, child_id: uuid.UUID, cut: Message | None) -> int:
+    messages = (await db.scalars(repo.messages_of(parent_id))).all()
+    count = 0
+    for m in messages:
+        db.add(
+            Message(
+                session_id=child_id,
+                role=m.role,
+                content=m.content,
+                text=m.text,
+                model=m.model,
+                sdk_uuid=m.sdk_uuid,
+                created_at=m.created_at,
+            )
+        )
+        count += 1
+        if cut is not None and m.id == cut.id:
+            break
+    await db.flush()
+    return count
+
+
+async def archive(db: AsyncSession, state: AppState, s: Session) -> SessionArchive:
+    if s.status in ("processing", "waiting"):
+        raise Conflict("The session is running a turn", code="session_busy")
+    if s.status in ENDED:
+        raise Conflict("A deleted session cannot be archived", code="invalid_status")
+    await stop_agent(state, s.id)
+    source, dest = workdir_of(state, s.id), archive_path(state, s.id)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not source.is_dir():
+        await asyncio.to_thread(workdir.create_workdir, source)
+    try:
+        info = await asyncio.to_thread(workdir.create_archive, source, dest, state.settings.max_workdir_bytes)
+    except workdir.WorkdirTooLarge as exc:
+        raise PayloadTooLarge("The working directory is too large to archive", code="workdir_too_large") from exc
+    record = await repo.get_archive(db, s.id)
+    if record is None:
+        record = SessionArchive(session_id=s.id, path=str(info.path), size_bytes=0, file_count=0, sha256="")
+        db.add(record)
+    record.path, record.size_bytes, record.file_count, record.sha256 = (
+        str(info.path),
+        info.size_bytes,
+        info.file_count,
+        info.sha256,
+    )
+    record.created_at, record.restored_at = utcnow(), None
+    await change_status(db, s, "archived", "archived by the owner")
+    await db.flush()
+    await asyncio.to_thread(workdir.remove_workdir, source)
+    return record
+
+
+async def current_metrics(db: AsyncSession, state: AppState, s: Session) -> CurrentMetrics:
+    by_tool, errors = await repo.tool_counts(db, s.id)
+    pending = await repo.pending_permissions(db, s.id)
+    return CurrentMetrics(
+        session_id=s.id,
+        status=s.status,
+        message_count=s.message_count,
+        tool_call_count=s.tool_call_count,
+        turn_count=s.turn_count,
+        total_cost_usd=float(s.total_cost_usd or 0),
+        total_input_tokens=s.total_input_tokens,
+        total_output_tokens=s.total_output_tokens,
+        total_cache_read_tokens=s.total_cache_read_tokens,
+        total_cache_creation_tokens=s.total_cache_creation_tokens,
+        tool_calls_by_tool=by_tool,
+        error_count=errors,
+        permission_requests_pending=len(pending),
+        live=state.agents.is_live(s.id) if state.agents else False,
+    )
+
+
+async def answer_permission(
+    db: AsyncSession, state: AppState, s: Session, request_id: uuid.UUID, answer: PermissionAnswer
+) -> PermissionRequest:
+    request = await repo.get_permission(db, s.id, request_id)
+    if request is None:
+        raise NotFound("Permission request not found", code="permission_request_not_found")
+    if request.decision is not None:
+        raise Conflict("This permission request is already decided", code="permission_already_decided")
+    reason = answer.message or f"{answer.decision} by the user"
+    claimed = await db.execute(
+        update(PermissionRequest)
+        .where(PermissionRequest.id == request_id, PermissionRequest.decision.is_(None))
+        .values(decision=answer.decision, decided_by="user", reason=reason, decided_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not claimed.rowcount:  # type: ignore[attr-defined]
+        raise Conflict("This permission request is already decided", code="permission_already_decided")
+    await db.refresh(request)
+    await append_event(
+        db,
+        s.id,
+        "permission_resolved",
+        {"request_id": str(request_id), "decision": answer.decision, "decided_by": "user"},
+    )
+    return request
+
+
+def wake_permission_waiter(state: AppState, request: PermissionRequest) -> None:
+    """Hand a committed answer to the turn waiting for it in this process."""
+    waiter = state.permission_waiters.get(request.id)
+    if waiter is not None and not waiter.done():
+        waiter.set_result((request.decision, request.reason))
+
+
+async def _deny_pending(db: AsyncSession, session_id: uuid.UUID, reason: str) -> None:
+    await db.execute(
+        update(PermissionRequest)
+        .where(PermissionRequest.session_id == session_id, PermissionRequest.decision.is_(None))
+        .values(decision="deny", decided_by="timeout", reason=reason, decided_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def recover_after_restart(state: AppState) -> int:
+    """Turns a crash left running are marked interrupted and their sessions made resumable (`active`)."""
+    async with state.db.transaction() as db:
+        turns = await repo.running_turns(db)
+        for turn in turns:
+            turn.status, turn.finished_at = "interrupted", utcnow()
+            turn.errors = [*(turn.errors or []), "interrupted by a server restart"]
+        stuck = (await db.scalars(repo.sessions_in(("connecting", "processing", "waiting")))).all()
+        for s in stuck:
+            await change_status(db, s, "active", "server restarted; the interrupted turn can be retried")
+            await _deny_pending(db, s.id, "server restarted")
+    if turns or stuck:
+        log.warning("recovered %d interrupted turns in %d sessions", len(turns), len(stuck))
+    return len(turns)
+
+
+__all__ = ["Turn"]
