@@ -7,13 +7,16 @@ its own PostgreSQL database and drops it at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import secrets
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -28,6 +31,7 @@ from agent_api.state import AppState
 POSTGRES_URL = os.environ.get("AGENT_API_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
 TEST_SECRET = "test-secret-" + "x" * 40
+T = TypeVar("T")
 
 
 def _postgres_admin_conninfo(url: str) -> str:
@@ -151,3 +155,64 @@ def assert_error_shape(response: httpx.Response, status: int, code: str | None =
     if code is not None:
         assert error["code"] == code, body
     return body
+
+
+async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"condition not met within {timeout}s (last value: {value!r})"
+        await asyncio.sleep(interval)
+
+
+class SessionsApi:
+    """Thin helpers over the session routes for one user."""
+
+    def __init__(self, client: httpx.AsyncClient, user: UserAccount) -> None:
+        self.client = client
+        self.user = user
+
+    async def create(self, **body: Any) -> dict[str, Any]:
+        r = await self.client.post("/api/v1/sessions", json=body, headers=self.user.headers)
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    async def get(self, session_id: str) -> dict[str, Any]:
+        r = await self.client.get(f"/api/v1/sessions/{session_id}", headers=self.user.headers)
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    async def query(self, session_id: str, message: str, *, wait: bool = True, **extra: Any) -> httpx.Response:
+        return await self.client.post(
+            f"/api/v1/sessions/{session_id}/query",
+            json={"message": message, "wait": wait, **extra},
+            headers=self.user.headers,
+            timeout=120,
+        )
+
+    async def items(self, session_id: str, what: str, **params: Any) -> list[dict[str, Any]]:
+        r = await self.client.get(
+            f"/api/v1/sessions/{session_id}/{what}", params={"page_size": 100, **params}, headers=self.user.headers
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["items"]  # type: ignore[no-any-return]
+
+    async def wait_status(self, session_id: str, *statuses: str, timeout: float = 60.0) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            s = await self.get(session_id)
+            return s if s["status"] in statuses else None
+
+        return await wait_until(check, timeout)
+
+
+@pytest.fixture
+async def owner(users: Users) -> UserAccount:
+    return await users.create()
+
+
+@pytest.fixture
+def sessions(client: httpx.AsyncClient, owner: UserAccount) -> SessionsApi:
+    return SessionsApi(client, owner)

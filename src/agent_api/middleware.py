@@ -46,6 +46,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # The 500 is rendered further out (by the server-error handler), after this line is logged.
+            status.setdefault("code", 500)
+            raise
         finally:
             access_log.info(
                 "%s %s %s",

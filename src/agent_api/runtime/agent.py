@@ -284,6 +284,8 @@ class LiveAgent:
             if waiter in finished:
                 return waiter.result()
             waiter.cancel()
+            if self.interrupted:
+                return None  # closed on purpose mid-turn (pause, delete): an interrupted turn, not a failure
             raise AgentStartError("agent process exited during the turn")
         finally:
             self.busy = False
@@ -299,7 +301,7 @@ class LiveAgent:
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         if self.task.done():
             return
-        if self.busy:
+        if self.busy and not self.interrupted:
             await self.interrupt()
         await self._commands.put(_CLOSE)
         try:

@@ -97,7 +97,12 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
 def _prompt_text(content: Any) -> str:
     """What the user wrote in a message, without the reminders and markers the CLI mixes in."""
     texts = [_REMINDER_RE.sub("", b.get("text", "")).strip() for b in _blocks(content) if b.get("type") == "text"]
-    return "\n".join(t for t in texts if t and not t.startswith(_INTERRUPT_MARK))
+    # After an interrupt the CLI merges the abandoned prompt, a marker and the next prompt into one message:
+    # only what follows the last marker is the new prompt.
+    marks = [i for i, t in enumerate(texts) if t.startswith(_INTERRUPT_MARK)]
+    if marks:
+        texts = texts[marks[-1] + 1 :]
+    return "\n".join(t for t in texts if t)
 
 
 def _result_text(block: dict[str, Any]) -> str:

@@ -108,9 +108,9 @@ class AgentPool:
         return len(idle)
 
     async def _reap_forever(self) -> None:
-        interval = max(0.05, min(self.idle_timeout_s / 4, 30.0))
         while True:
-            await asyncio.sleep(interval)
+            # Read each round, so a changed timeout applies without a restart.
+            await asyncio.sleep(max(0.05, min(self.idle_timeout_s / 4, 1.0)))
             try:
                 await self.close_idle()
             except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.models import Session, SessionEvent, StatusChange
@@ -40,13 +41,16 @@ async def record_status_change(
 async def claim_and_record(
     db: AsyncSession, session_id: uuid.UUID, allowed_from: tuple[str, ...], to: str, reason: str | None
 ) -> str | None:
-    """Compare-and-set the status; on success record it and return the previous status, else None."""
-    current = await db.scalar(
-        Session.__table__.select().with_only_columns(Session.status).where(Session.id == session_id)
-    )
-    if current is None or current not in allowed_from:
-        return None
-    if not await repo.claim_status(db, session_id, (current,), to):
-        return None
-    await record_status_change(db, session_id, current, to, reason)
-    return str(current)
+    """Compare-and-set the status; on success record it and return the previous status, else None.
+
+    Retried when another writer changed the status between our read and our update (the agent's warm-up moving
+    `created` to `connecting` while a query arrives, say), as long as the new status is still one we may leave.
+    """
+    for _ in range(5):
+        current = await db.scalar(select(Session.status).where(Session.id == session_id))
+        if current is None or current not in allowed_from:
+            return None
+        if await repo.claim_status(db, session_id, (current,), to):
+            await record_status_change(db, session_id, current, to, reason)
+            return str(current)
+    return None

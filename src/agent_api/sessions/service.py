@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
-from agent_api.models import Message, PermissionRequest, Session, SessionArchive, Turn, User
+from agent_api.models import Message, PermissionRequest, Session, SessionArchive, User
 from agent_api.models.base import utcnow
 from agent_api.runtime import workdir
 from agent_api.runtime.agent import AgentSpec
@@ -319,6 +319,3 @@ async def recover_after_restart(state: AppState) -> int:
     if turns or stuck:
         log.warning("recovered %d interrupted turns in %d sessions", len(turns), len(stuck))
     return len(turns)
-
-
-__all__ = ["Turn"]
