@@ -1,0 +1,128 @@
+"""Turn latency: the server's REST `query` (wait: true) against direct claude-agent-sdk `query()` calls.
+
+Both sides run one-tool-call turns (a Write) against the same offline model, in the same process, alternating
+round by round so machine noise hits both alike. Reported: medians per case and the ratios server/direct.
+
+    python bench/turns.py --rounds 7
+
+(a) direct: a cold `query()` per turn (a new CLI process), and `query(resume=...)` for a follow-up.
+(b) server: the first message of a fresh session (created, then used once its agent is up, as a person would),
+    follow-ups on the live session, and a turn after the live client was evicted (so it resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from claude_agent_sdk import ClaudeAgentOptions, ResultMessage, query
+
+from agent_api.app import create_app
+from agent_api.config import Settings
+
+PROMPT = "write note.txt: benchmark"
+
+
+async def direct_turn(env: dict[str, str], cwd: Path, config_dir: Path, resume: str | None = None) -> tuple[float, str]:
+    options = ClaudeAgentOptions(
+        cwd=str(cwd),
+        permission_mode="bypassPermissions",
+        setting_sources=[],
+        env={**env, "CLAUDE_CONFIG_DIR": str(config_dir)},
+        resume=resume,
+    )
+    started = time.perf_counter()
+    session_id = ""
+    async for message in query(prompt=PROMPT, options=options):
+        if isinstance(message, ResultMessage):
+            session_id = message.session_id
+    return time.perf_counter() - started, session_id
+
+
+class Server:
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str], app: Any) -> None:
+        self.client, self.headers, self.app = client, headers, app
+
+    async def new_session(self) -> str:
+        r = await self.client.post("/api/v1/sessions", json={"permission_mode": "bypassPermissions"}, headers=self.headers)
+        sid = r.json()["id"]
+        deadline = time.monotonic() + 30
+        while (await self.client.get(f"/api/v1/sessions/{sid}", headers=self.headers)).json()["status"] != "active":
+            if time.monotonic() > deadline:
+                raise RuntimeError("session did not become active")
+            await asyncio.sleep(0.02)
+        return str(sid)
+
+    async def turn(self, sid: str) -> float:
+        started = time.perf_counter()
+        r = await self.client.post(
+            f"/api/v1/sessions/{sid}/query", json={"message": PROMPT, "wait": True}, headers=self.headers, timeout=120
+        )
+        elapsed = time.perf_counter() - started
+        if r.status_code != 200 or r.json()["turn_status"] != "completed":
+            raise RuntimeError(f"turn failed: {r.text}")
+        return elapsed
+
+    async def evict(self, sid: str) -> None:
+        import uuid
+
+        await self.app.state.agent_api.require_agents().close(uuid.UUID(sid))
+
+
+async def main(rounds: int) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-turns-"))
+    settings = Settings(
+        data_dir=data_dir, admin_username="bench", admin_password="bench-password", log_level="WARNING"
+    )
+    app = create_app(settings)
+    times: dict[str, list[float]] = {k: [] for k in ("a_cold", "a_resume", "b_first", "b_follow", "b_resume")}
+    async with app.router.lifespan_context(app):
+        state = app.state.agent_api
+        env = state.endpoint.env
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            login = await client.post("/api/v1/auth/login", json={"username": "bench", "password": "bench-password"})
+            server = Server(client, {"Authorization": f"Bearer {login.json()['access_token']}"}, app)
+            config_dir = data_dir / "direct-claude"
+            config_dir.mkdir()
+            # One warm-up of each path so first-time imports and disk caches do not count.
+            warm_cwd = Path(tempfile.mkdtemp(dir=data_dir))
+            await direct_turn(env, warm_cwd, config_dir)
+            await server.turn(await server.new_session())
+            for i in range(rounds):
+                cwd = Path(tempfile.mkdtemp(dir=data_dir))
+                t, sdk_session = await direct_turn(env, cwd, config_dir)
+                times["a_cold"].append(t)
+                sid = await server.new_session()
+                times["b_first"].append(await server.turn(sid))
+                t, _ = await direct_turn(env, cwd, config_dir, resume=sdk_session)
+                times["a_resume"].append(t)
+                times["b_follow"].append(await server.turn(sid))
+                await server.evict(sid)
+                times["b_resume"].append(await server.turn(sid))
+                print(f"round {i + 1}/{rounds}: " + ", ".join(f"{k}={v[-1]:.3f}s" for k, v in times.items()))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = [
+        ("first message of a session", "b_first", "a_cold", 0.5),
+        ("follow-up on a live session", "b_follow", "a_cold", 0.5),
+        ("turn after idle eviction (resume)", "b_resume", "a_resume", 1.10),
+    ]
+    print("\n| case | server median | direct median | ratio | target |")
+    print("|---|---|---|---|---|")
+    for label, b, a, target in rows:
+        ratio = med[b] / med[a]
+        verdict = "met" if ratio <= target else "missed"
+        direct = "cold `query()`" if a == "a_cold" else "`query(resume=)`"
+        print(f"| {label} | {med[b]:.3f} s | {med[a]:.3f} s ({direct}) | {ratio:.2f} | <= {target} ({verdict}) |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    asyncio.run(main(parser.parse_args().rounds))
