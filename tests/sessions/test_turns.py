@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 
+from agent_api.runtime.endpoint import sandbox_available
 from agent_api.sessions import service
 from tests.conftest import SessionsApi, Users, app_state, assert_error_shape, wait_until
 
@@ -211,3 +212,31 @@ async def _prompt_submitted(sessions: SessionsApi, session_id: str) -> bool:
     """The CLI has taken the prompt (its UserPromptSubmit hook ran), so the turn is under way."""
     hooks = await sessions.items(session_id, "hooks")
     return any(h["event"] == "UserPromptSubmit" for h in hooks)
+
+
+@pytest.mark.skipif(not sandbox_available(), reason="bubblewrap and socat are not installed (CI installs them)")
+class TestSandbox:
+    async def test_sandboxed_bash_cannot_write_outside_the_directory(
+        self, app: object, client: httpx.AsyncClient, sessions: SessionsApi, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        assert app_state(app).bash_sandboxed
+        outside = tmp_path_factory.mktemp("outside") / f"escape-{uuid.uuid4().hex}.txt"
+        s = await sessions.create(permission_mode="default")
+        r = await sessions.query(s["id"], f"run: touch {outside}\nrun: touch inside.txt")
+        assert r.json()["turn_status"] == "completed"
+        calls = await sessions.items(s["id"], "tool-calls")
+        assert [c["is_error"] for c in calls] == [True, False]
+        assert "Read-only file system" in str(calls[0]["output"])
+        assert not outside.exists()
+        download = await client.get(f"/api/v1/sessions/{s['id']}/workdir/download", headers=sessions.user.headers)
+        assert "inside.txt" in tar_members(download.content)
+        health = (await client.get("/api/v1/monitoring/health/sdk")).json()
+        assert health["sandbox"]["bash_sandboxed"] is True
+
+
+class TestHealthReportsTheModel:
+    async def test_offline_model_is_labelled(self, client: httpx.AsyncClient) -> None:
+        health = (await client.get("/api/v1/monitoring/health/sdk")).json()
+        assert health["model_endpoint"]["kind"] == "offline" and health["model_endpoint"]["offline"] is True
+        assert health["model_endpoint"]["model"] == "offline-echo-1"
+        assert "OFFLINE MODEL" in health["warning"]

@@ -69,7 +69,18 @@ def _sdk_facts() -> dict[str, Any]:
 async def check_sdk(state: AppState) -> dict[str, Any]:
     started = time.perf_counter()
     facts = await asyncio.to_thread(_sdk_facts)
-    healthy = facts.get("installed") and facts.get("cli_present")
+    endpoint = state.endpoint
+    facts["model_endpoint"] = {
+        "kind": endpoint.kind if endpoint else None,
+        "model": endpoint.model if endpoint else None,
+        "base_url": endpoint.base_url if endpoint else None,
+        "offline": endpoint is not None and endpoint.kind == "offline",
+    }
+    if endpoint is not None and endpoint.kind == "offline":
+        facts["warning"] = "OFFLINE MODEL: no ANTHROPIC_API_KEY is set; agents answer from the built-in offline model"
+    facts["sandbox"] = {"mode": state.settings.sandbox, "bash_sandboxed": state.bash_sandboxed}
+    facts["live_agents"] = len(state.agents) if state.agents is not None else 0
+    healthy = facts.get("installed") and facts.get("cli_present") and endpoint is not None
     return _result("ok" if healthy else "degraded", started, **facts)
 
 

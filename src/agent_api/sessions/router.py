@@ -80,7 +80,10 @@ async def get_session(s: OwnedSession) -> SessionRead:
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_session(s: OwnedSession, db: DB, state: State) -> None:
-    await service.delete_session(db, state, s)
+    keep_archive = await service.delete_session(db, s)
+    # Committed first: the interrupted turn records its end, which needs the database.
+    await db.commit()
+    await service.release(state, s.id, keep_archive=keep_archive)
 
 
 @router.post("/{session_id}/query", response_model=QueryAccepted | QueryCompleted, status_code=status.HTTP_202_ACCEPTED)
@@ -132,7 +135,11 @@ async def interrupt(s: OwnedSession, state: State) -> dict[str, Any]:
 
 @router.post("/{session_id}/pause", response_model=SessionRead)
 async def pause(s: OwnedSession, db: DB, state: State) -> SessionRead:
-    return SessionRead.model_validate(await service.pause(db, state, s))
+    paused = SessionRead.model_validate(await service.pause(db, s))
+    # Committed first: the interrupted turn records its end, which needs the database.
+    await db.commit()
+    await service.stop_agent(state, s.id)
+    return paused
 
 
 @router.post("/{session_id}/resume", response_model=SessionRead)

@@ -101,21 +101,28 @@ async def stop_agent(state: AppState, session_id: uuid.UUID) -> None:
         await state.agents.close(session_id)
 
 
-async def delete_session(db: AsyncSession, state: AppState, s: Session) -> None:
-    if s.status in ENDED:
-        return
+async def delete_session(db: AsyncSession, s: Session) -> bool:
+    """Mark the session deleted; returns whether its archive is kept. The caller commits, then `release`s."""
     archived = await repo.get_archive(db, s.id) is not None
+    if s.status in ENDED:
+        return archived
     await change_status(db, s, "terminated", "deleted by the owner")
     s.completed_at = utcnow()
     await _deny_pending(db, s.id, "session deleted")
     await db.flush()
-    await stop_agent(state, s.id)
-    await asyncio.to_thread(workdir.remove_workdir, workdir_of(state, s.id))
-    if not archived:
-        archive_path(state, s.id).unlink(missing_ok=True)
+    return archived
 
 
-async def pause(db: AsyncSession, state: AppState, s: Session) -> Session:
+async def release(state: AppState, session_id: uuid.UUID, *, keep_archive: bool) -> None:
+    """After a delete is committed: end the agent, then remove its files (the archive only when not kept)."""
+    await stop_agent(state, session_id)
+    await asyncio.to_thread(workdir.remove_workdir, workdir_of(state, session_id))
+    if not keep_archive:
+        archive_path(state, session_id).unlink(missing_ok=True)
+
+
+async def pause(db: AsyncSession, s: Session) -> Session:
+    """Mark the session paused; the caller commits, then stops the agent (whose last writes need the lock)."""
     if s.status == "paused":
         return s
     if s.status not in PAUSABLE:
@@ -123,7 +130,6 @@ async def pause(db: AsyncSession, state: AppState, s: Session) -> Session:
     await change_status(db, s, "paused", "paused by the owner")
     await _deny_pending(db, s.id, "session paused")
     await db.flush()
-    await stop_agent(state, s.id)
     return s
 
 
