@@ -23,6 +23,8 @@ class AgentPool:
         self.idle_timeout_s = idle_timeout_s
         self._agents: OrderedDict[uuid.UUID, LiveAgent] = OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
+        # Evicted agents closing in the background, held so they are not garbage-collected mid-close.
+        self._closing: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return sum(1 for a in self._agents.values() if a.alive)
@@ -85,7 +87,7 @@ class AgentPool:
             self._reaper = None
         agents = list(self._agents.values())
         self._agents.clear()
-        await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
+        await asyncio.gather(*(a.close() for a in agents), *self._closing, return_exceptions=True)
 
     def _evict_for_room(self) -> None:
         live = [sid for sid, a in self._agents.items() if a.alive]
@@ -97,7 +99,9 @@ class AgentPool:
             if agent.busy:
                 continue
             self._agents.pop(sid)
-            asyncio.create_task(agent.close(), name=f"evict-{sid}")  # noqa: RUF006 - close() finishes on its own
+            task = asyncio.create_task(agent.close(), name=f"evict-{sid}")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
             excess -= 1
 
     async def close_idle(self) -> int:

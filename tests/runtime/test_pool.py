@@ -1,0 +1,102 @@
+"""The agent pool against the real CLI: background start, reuse, the live cap with LRU eviction, idle close."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_api.runtime.agent import AgentSpec, HookRecord, RuntimeConfig
+from agent_api.runtime.endpoint import base_env
+from agent_api.runtime.offline_model import OfflineModel, cli_env
+from agent_api.runtime.permissions import Verdict
+from agent_api.runtime.pool import AgentPool
+
+pytestmark = pytest.mark.slow
+
+
+class NullObserver:
+    """Collects what a turn reports; denies anything that would need a person."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def on_message(self, message: Any) -> None:
+        self.messages.append(message)
+
+    async def on_hook(self, record: HookRecord) -> None:
+        return None
+
+    async def on_decision(
+        self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None, v: Verdict
+    ) -> None:
+        return None
+
+    async def ask_permission(self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None) -> Verdict:
+        return Verdict("deny", "user", "no person in this test")
+
+
+@pytest.fixture(scope="module")
+async def model() -> Any:
+    async with OfflineModel() as offline:
+        yield offline
+
+
+def make_pool(model: OfflineModel, tmp: Path, **kwargs: Any) -> AgentPool:
+    env = {**base_env(1), **cli_env(model.base_url)}
+    return AgentPool(RuntimeConfig(env=env, config_dir=tmp / "claude"), **kwargs)
+
+
+def spec(tmp: Path) -> AgentSpec:
+    cwd = tmp / uuid.uuid4().hex
+    cwd.mkdir()
+    return AgentSpec(session_id=uuid.uuid4(), cwd=cwd, permission_mode="bypassPermissions")
+
+
+async def test_cap_evicts_the_least_recently_used_idle_agent(model: OfflineModel, tmp_path: Path) -> None:
+    pool = make_pool(model, tmp_path, max_live=2, idle_timeout_s=300)
+    try:
+        a, b, c = spec(tmp_path), spec(tmp_path), spec(tmp_path)
+        await pool.run_turn(a, "hello a", NullObserver())
+        await pool.run_turn(b, "hello b", NullObserver())
+        await pool.run_turn(a, "a again", NullObserver())  # b is now the least recently used
+        result, _ = await pool.run_turn(c, "hello c", NullObserver())
+        assert result is not None and result.result == "Echo: hello c"
+        assert pool.is_live(a.session_id) and pool.is_live(c.session_id)
+        assert not pool.is_live(b.session_id)
+        assert len(pool) == 2
+    finally:
+        await pool.close_all()
+
+
+async def test_idle_agents_are_closed_and_the_next_turn_resumes(model: OfflineModel, tmp_path: Path) -> None:
+    pool = make_pool(model, tmp_path, max_live=5, idle_timeout_s=0.0)
+    try:
+        s = spec(tmp_path)
+        result, agent = await pool.run_turn(s, "the magic word is heron", NullObserver())
+        assert result is not None
+        assert await pool.close_idle() == 1
+        assert not pool.is_live(s.session_id)
+        s.resume = agent.sdk_session_id
+        again, _ = await pool.run_turn(s, "recall", NullObserver())
+        assert again is not None and "the magic word is heron" in (again.result or "")
+    finally:
+        await pool.close_all()
+
+
+async def test_a_failed_start_is_reported_and_retried(model: OfflineModel, tmp_path: Path) -> None:
+    from agent_api.runtime.agent import AgentStartError
+
+    pool = make_pool(model, tmp_path)
+    try:
+        s = spec(tmp_path)
+        s.resume = str(uuid.uuid4())  # no such conversation: the CLI refuses to start the turn
+        with pytest.raises(AgentStartError):
+            await pool.run_turn(s, "hello", NullObserver())
+        s.resume = None
+        result, _ = await pool.run_turn(s, "hello", NullObserver())
+        assert result is not None and result.result == "Echo: hello"
+    finally:
+        await pool.close_all()
