@@ -15,6 +15,7 @@ from agent_api.auth import service as auth_service
 from agent_api.auth.router import router as auth_router
 from agent_api.config import Settings, get_settings
 from agent_api.errors import install_error_handlers
+from agent_api.logs import redact_server_logs
 from agent_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from agent_api.monitoring.router import router as monitoring_router
 from agent_api.runtime import endpoint as model_endpoint
@@ -23,6 +24,9 @@ from agent_api.runtime.pool import AgentPool
 from agent_api.sessions import service as session_service
 from agent_api.sessions.router import router as sessions_router
 from agent_api.state import AppState
+from agent_api.streaming.bus import create_bus
+from agent_api.streaming.connection import CLOSE_SHUTDOWN
+from agent_api.streaming.router import router as streaming_router
 
 log = logging.getLogger("agent_api")
 API_PREFIX = "/api/v1"
@@ -33,6 +37,7 @@ def _api_router() -> APIRouter:
     api.include_router(auth_router)
     api.include_router(monitoring_router)
     api.include_router(sessions_router)
+    api.include_router(streaming_router)
     return api
 
 
@@ -60,6 +65,10 @@ async def _start_runtime(state: AppState) -> None:
 async def _start(state: AppState) -> None:
     if state.settings.auto_migrate:
         await asyncio.to_thread(migrate.upgrade, state.db.url)
+    bus = create_bus(state.db.url)
+    await bus.start()
+    state.bus = state.db.bus = bus
+    state.db.commit_listeners.append(bus.publish)
     try:
         await auth_service.bootstrap_admin(state)
         await session_service.recover_after_restart(state)
@@ -72,6 +81,8 @@ async def _start(state: AppState) -> None:
 async def _stop(state: AppState) -> None:
     """Drain: refuse new turns, interrupt running ones (they record themselves), end the agent processes."""
     state.draining = True
+    for connection in list(state.connections):
+        await connection.close(CLOSE_SHUTDOWN, "server restarting; reconnect with after_seq")
     if state.agents is not None:
         for session_id in list(state.turn_tasks):
             await state.agents.interrupt(session_id)
@@ -80,6 +91,8 @@ async def _stop(state: AppState) -> None:
             await asyncio.wait(running, timeout=10)
         await state.agents.close_all()
     await state.background.cancel_all()
+    if state.bus is not None:
+        await state.bus.stop()
     if state.endpoint is not None:
         await state.endpoint.stop()
     await state.db.dispose()
@@ -87,6 +100,7 @@ async def _stop(state: AppState) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    redact_server_logs()
     state = AppState.from_settings(settings)
 
     @asynccontextmanager

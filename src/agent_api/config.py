@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     sandbox: Literal["auto", "required", "off"] = "auto"
     max_workdir_bytes: int = 1_073_741_824
 
+    ws_heartbeat_s: float = 20.0
+    ws_send_timeout_s: float = 10.0
+
     admin_username: str | None = None
     admin_password: str | None = None
     admin_email: str | None = None

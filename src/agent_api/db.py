@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.pool import NullPool
 
 # Execution option naming how a SQLite transaction begins; read-only work asks for "DEFERRED".
 SQLITE_BEGIN = "sqlite_begin"
+# Key in `session.info` where work done in a transaction leaves things to announce once it commits.
+COMMITTED_EVENTS = "committed_events"
+
+CommitListener = Callable[[list[Any]], None]
 
 
 def is_sqlite(url: str) -> bool:
@@ -54,12 +59,37 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 
 class Database:
-    """Owns the engine and hands out sessions; one instance per application."""
+    """Owns the engine and hands out sessions; one instance per application.
+
+    Anything a transaction puts under `session.info[COMMITTED_EVENTS]` is handed to the commit listeners right
+    after it commits, and dropped on rollback: how the event bus learns of events without announcing uncommitted ones.
+    """
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 30_000) -> None:
         self.url = url
         self.engine = create_engine(url, busy_timeout_ms=busy_timeout_ms)
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        self.commit_listeners: list[CommitListener] = []
+        # The event bus, when the application has one; work in a session reaches it through `session.info`.
+        self.bus: Any = None
+
+        class _Session(SyncSession):
+            pass
+
+        event.listen(_Session, "after_commit", self._after_commit)
+        event.listen(_Session, "after_soft_rollback", self._after_rollback)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, autoflush=True, sync_session_class=_Session
+        )
+
+    def _after_commit(self, session: SyncSession) -> None:
+        committed = session.info.pop(COMMITTED_EVENTS, None)
+        if committed:
+            for listener in self.commit_listeners:
+                listener(committed)
+
+    @staticmethod
+    def _after_rollback(session: SyncSession, _previous: Any) -> None:
+        session.info.pop(COMMITTED_EVENTS, None)
 
     @property
     def is_sqlite(self) -> bool:
@@ -67,6 +97,7 @@ class Database:
 
     async def begin_session(self, *, readonly: bool = False) -> AsyncSession:
         session = self.sessionmaker()
+        session.info["bus"] = self.bus
         if readonly and self.is_sqlite:
             await session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
         return session

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,3 +36,27 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # Our own access log replaces uvicorn's, which would print query strings (and so `?token=`).
     logging.getLogger("uvicorn.access").disabled = True
+
+
+_SECRET_PARAMS = re.compile(r"(?i)\b(token|ticket|access_token|api_key|key)=[^&\s\"']+")
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites `token=...`-style query parameters out of a record before any handler sees it.
+
+    Uvicorn's own lines (a WebSocket handshake, for instance) print the path with its query string.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_PARAMS.sub(r"\1=***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def redact_server_logs() -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())

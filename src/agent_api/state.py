@@ -16,6 +16,7 @@ from agent_api.db import Database
 if TYPE_CHECKING:
     from agent_api.runtime.endpoint import ModelEndpoint
     from agent_api.runtime.pool import AgentPool
+    from agent_api.streaming.bus import EventBus
 
 
 @dataclass
@@ -33,6 +34,9 @@ class AppState:
     turn_tasks: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
     permission_waiters: dict[uuid.UUID, asyncio.Future[Any]] = field(default_factory=dict)
     draining: bool = False
+    bus: EventBus | None = None
+    # Open WebSocket stream connections, closed with 1012 on shutdown.
+    connections: set[Any] = field(default_factory=set)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
@@ -45,6 +49,11 @@ class AppState:
                 settings.login_max_failures_per_user, settings.login_max_failures_per_ip, settings.login_window_s
             ),
         )
+
+    def require_bus(self) -> EventBus:
+        if self.bus is None:
+            raise RuntimeError("the event bus is not started")
+        return self.bus
 
     def require_agents(self) -> AgentPool:
         if self.agents is None:

@@ -14,6 +14,7 @@ from agent_api.models.session import (
     ToolCall,
     Turn,
 )
+from agent_api.models.streaming import StreamTicket
 from agent_api.models.user import ApiKey, RefreshTokenFamily, User
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "SessionArchive",
     "SessionEvent",
     "StatusChange",
+    "StreamTicket",
     "ToolCall",
     "Turn",
     "User",

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_api.models import Session, SessionEvent, StatusChange
 from agent_api.models.base import utcnow
 from agent_api.sessions import repository as repo
+from agent_api.streaming.bus import BusEvent
 
 
 async def append_event(db: AsyncSession, session_id: uuid.UUID, type_: str, data: dict[str, Any]) -> SessionEvent:
@@ -18,6 +19,9 @@ async def append_event(db: AsyncSession, session_id: uuid.UUID, type_: str, data
     event = SessionEvent(session_id=session_id, seq=seq, type=type_, data=data, created_at=utcnow())
     db.add(event)
     await db.flush()
+    bus = db.info.get("bus")
+    if bus is not None:
+        await bus.announce_in_transaction(db, BusEvent(session_id, seq, type_, data, event.created_at))
     return event
 
 

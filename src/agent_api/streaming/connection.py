@@ -1,0 +1,156 @@
+"""One WebSocket connection: send the event stream, take the client's frames, keep the line alive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agent_api.errors import AppError
+from agent_api.models import User
+from agent_api.sessions import repository as sessions_repo
+from agent_api.sessions import service as sessions_service
+from agent_api.sessions import turns
+from agent_api.sessions.schemas import PermissionAnswer, QueryRequest
+from agent_api.state import AppState
+from agent_api.streaming.service import EventStream, connected_data, event_frame, frame
+
+log = logging.getLogger("agent_api.streaming")
+
+CLOSE_TOO_SLOW = 4008  # fell too far behind: reconnect with after_seq
+CLOSE_SHUTDOWN = 1012  # the server is restarting
+
+
+class StreamConnection:
+    def __init__(self, state: AppState, ws: WebSocket, user: User, session_id: uuid.UUID) -> None:
+        self.state = state
+        self.ws = ws
+        self.user = user
+        self.session_id = session_id
+        self._send_lock = asyncio.Lock()
+        self.last_sent = 0
+
+    async def send(self, body: dict[str, Any]) -> None:
+        settings = self.state.settings
+        async with self._send_lock:
+            try:
+                await asyncio.wait_for(self.ws.send_json(body), settings.ws_send_timeout_s)
+            except TimeoutError:
+                # A stalled reader must not hold events for anyone else; it can resume from what it has.
+                raise _TooSlow() from None
+
+    async def run(self, after_seq: int | None, partial: bool) -> None:
+        bus = self.state.require_bus()
+        subscription = bus.subscribe(self.session_id, partial=partial)
+        try:
+            data, latest = await connected_data(self.state, self.session_id)
+            await self.send(frame("connected", self.session_id, data))
+            stream = EventStream(self.state, subscription, latest if after_seq is None else after_seq)
+            self.last_sent = stream.last
+            pump = asyncio.create_task(self._pump(stream), name=f"ws-pump-{self.session_id}")
+            listen = asyncio.create_task(self._listen(), name=f"ws-listen-{self.session_id}")
+            done, pending = await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(BaseException):
+                    await task
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, _TooSlow):
+                    await self.close(CLOSE_TOO_SLOW, f"too slow; reconnect with after_seq={self.last_sent}")
+                elif exc is not None and not isinstance(exc, WebSocketDisconnect):
+                    log.error("stream connection failed", exc_info=exc)
+                    await self.close(1011, "internal error")
+        finally:
+            subscription.close()
+
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+    async def _pump(self, stream: EventStream) -> None:
+        heartbeat = self.state.settings.ws_heartbeat_s
+        while True:
+            batch = await stream.next_batch(heartbeat)
+            if batch is None:
+                await self.send(frame("heartbeat", self.session_id, {"latest_seq": self.last_sent}))
+                continue
+            for event in batch:
+                await self.send(event_frame(event))
+                if event.seq is not None:
+                    self.last_sent = event.seq
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                message = await self.ws.receive_json()
+            except WebSocketDisconnect:
+                return
+            except (ValueError, KeyError):
+                await self._error("invalid_frame", "Frames are JSON objects with a `type`")
+                continue
+            if not isinstance(message, dict):
+                await self._error("invalid_frame", "Frames are JSON objects with a `type`")
+                continue
+            await self._handle(message)
+
+    async def _error(self, code: str, message: str) -> None:
+        await self.send(frame("error", self.session_id, {"code": code, "message": message}))
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        # Fields may sit at the top level or under `data`; both shapes exist among clients.
+        nested = message.get("data")
+        data: dict[str, Any] = nested if isinstance(nested, dict) else message
+        try:
+            if kind == "ping":
+                await self.send(frame("pong", self.session_id, {}))
+            elif kind == "query":
+                await self._query(data)
+            elif kind == "interrupt":
+                interrupted = await self.state.require_agents().interrupt(self.session_id)
+                await self.send(frame("interrupted", self.session_id, {"interrupted": interrupted}))
+            elif kind == "permission_response":
+                await self._permission_response(data)
+            else:
+                await self._error("unknown_frame", f"Unknown frame type {kind!r}")
+        except AppError as exc:
+            await self._error(exc.code, exc.message)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            await self._error("validation_error", f"Invalid frame: {where}: {first['msg']}")
+
+    async def _query(self, data: dict[str, Any]) -> None:
+        body = QueryRequest.model_validate({"message": data.get("message")})
+        async with self.state.db.transaction() as db:
+            s = await sessions_repo.get_owned(db, self.user.id, self.session_id)
+            if s is None:
+                raise AppError("Session not found", code="session_not_found")
+            turn, _message = await turns.start_query(db, self.state, self.user, s, body.message)
+        # `message_sent` reaches the client through the event log, in order with everything else.
+        turns.dispatch(self.state, self.session_id, turn.id, self.user.id)
+
+    async def _permission_response(self, data: dict[str, Any]) -> None:
+        answer = PermissionAnswer.model_validate({"decision": data.get("decision"), "message": data.get("message")})
+        try:
+            request_id = uuid.UUID(str(data.get("request_id")))
+        except ValueError:
+            await self._error("validation_error", "request_id must be a UUID")
+            return
+        async with self.state.db.transaction() as db:
+            s = await sessions_repo.get_owned(db, self.user.id, self.session_id)
+            if s is None:
+                raise AppError("Session not found", code="session_not_found")
+            request = await sessions_service.answer_permission(db, self.state, s, request_id, answer)
+        sessions_service.wake_permission_waiter(self.state, request)
+
+
+class _TooSlow(Exception):
+    pass

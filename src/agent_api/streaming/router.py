@@ -1,0 +1,87 @@
+"""`/sessions/{id}/stream` (WebSocket) and `/sessions/{id}/stream-ticket`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter, WebSocket, status
+from pydantic import BaseModel
+
+from agent_api.auth import service as auth_service
+from agent_api.auth.deps import CurrentUser
+from agent_api.deps import DB, get_state
+from agent_api.errors import AppError
+from agent_api.models import User
+from agent_api.sessions import repository as sessions_repo
+from agent_api.sessions.deps import OwnedSession
+from agent_api.state import AppState
+from agent_api.streaming import service
+from agent_api.streaming.connection import StreamConnection
+
+router = APIRouter(tags=["streaming"])
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+class StreamTicketRead(BaseModel):
+    ticket: str
+    expires_at: datetime
+    expires_in: int
+
+
+@router.post(
+    "/sessions/{session_id}/stream-ticket", response_model=StreamTicketRead, status_code=status.HTTP_201_CREATED
+)
+async def stream_ticket(s: OwnedSession, user: CurrentUser, db: DB) -> StreamTicketRead:
+    ticket, expires_at = await service.issue_ticket(db, user, s)
+    return StreamTicketRead(ticket=ticket, expires_at=expires_at, expires_in=service.TICKET_TTL_S)
+
+
+async def _authenticate(state: AppState, session_id: uuid.UUID, token: str | None, ticket: str | None) -> User | None:
+    async with state.db.transaction() as db:
+        if ticket:
+            return await service.redeem_ticket(db, ticket, session_id)
+        if token:
+            try:
+                return (await auth_service.authenticate(db, state, token)).user
+            except AppError:
+                return None
+    return None
+
+
+@router.websocket("/sessions/{session_id}/stream")
+async def stream(ws: WebSocket, session_id: str) -> None:
+    state = get_state(ws)
+    await ws.accept()
+    origin = ws.headers.get("origin")
+    allowed = state.settings.cors_origins
+    if origin and allowed and origin not in allowed:
+        await ws.close(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
+        return
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        await ws.close(CLOSE_NOT_FOUND, "session not found")
+        return
+    params = ws.query_params
+    user = await _authenticate(state, sid, params.get("token"), params.get("ticket"))
+    if user is None:
+        await ws.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
+        return
+    async with state.db.transaction(readonly=True) as db:
+        owned = await sessions_repo.get_owned(db, user.id, sid)
+    if owned is None:
+        await ws.close(CLOSE_NOT_FOUND, "session not found")
+        return
+    after_raw = params.get("after_seq")
+    after_seq = int(after_raw) if after_raw is not None and after_raw.isdigit() else None
+    partial = params.get("partial") in ("1", "true")
+    connection = StreamConnection(state, ws, user, sid)
+    state.connections.add(connection)
+    try:
+        await connection.run(after_seq, partial)
+    finally:
+        state.connections.discard(connection)

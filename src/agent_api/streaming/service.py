@@ -1,0 +1,171 @@
+"""Stream tickets, frames, and the per-subscriber event stream: replay from the log, then live, no gap, no duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.models import Session, SessionEvent, StreamTicket, User
+from agent_api.models.base import utcnow
+from agent_api.sessions import repository as repo
+from agent_api.state import AppState
+from agent_api.streaming.bus import BusEvent, Subscription
+
+TICKET_TTL_S = 30
+CATCH_UP_BATCH = 500
+LIVE_BATCH = 200
+
+
+def _ticket_hash(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+async def issue_ticket(db: AsyncSession, user: User, session: Session) -> tuple[str, datetime]:
+    ticket = "wst_" + secrets.token_urlsafe(32)
+    expires_at = utcnow() + timedelta(seconds=TICKET_TTL_S)
+    db.add(
+        StreamTicket(ticket_hash=_ticket_hash(ticket), user_id=user.id, session_id=session.id, expires_at=expires_at)
+    )
+    await db.flush()
+    return ticket, expires_at
+
+
+async def redeem_ticket(db: AsyncSession, ticket: str, session_id: uuid.UUID) -> User | None:
+    """The ticket's user, once: a used, expired or other-session ticket gives None."""
+    now = utcnow()
+    claimed = await db.execute(
+        update(StreamTicket)
+        .where(
+            StreamTicket.ticket_hash == _ticket_hash(ticket),
+            StreamTicket.session_id == session_id,
+            StreamTicket.used_at.is_(None),
+            StreamTicket.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(StreamTicket.user_id)
+        .execution_options(synchronize_session=False)
+    )
+    user_id = claimed.scalar()
+    if user_id is None:
+        return None
+    user = await db.get(User, user_id)
+    return user if user is not None and user.is_active else None
+
+
+def frame(
+    type_: str, session_id: uuid.UUID, data: Any, seq: int | None = None, ts: datetime | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type_, "session_id": str(session_id)}
+    if seq is not None:
+        body["seq"] = seq
+    body["ts"] = (ts or datetime.now(UTC)).isoformat()
+    body["data"] = data
+    return body
+
+
+def event_frame(event: BusEvent) -> dict[str, Any]:
+    return frame(event.type, event.session_id, event.data, event.seq, event.created_at)
+
+
+def _from_row(row: SessionEvent) -> BusEvent:
+    return BusEvent(row.session_id, row.seq, row.type, row.data, row.created_at)
+
+
+async def connected_data(state: AppState, session_id: uuid.UUID) -> tuple[dict[str, Any], int]:
+    async with state.db.transaction(readonly=True) as db:
+        s = await repo.get_session(db, session_id)
+        pending = await repo.pending_permissions(db, session_id)
+        assert s is not None
+        data = {
+            "status": s.status,
+            "latest_seq": s.last_seq,
+            "pending_permission_requests": [
+                {
+                    "request_id": str(p.id),
+                    "tool": p.tool_name,
+                    "input": p.input_summary,
+                    "tool_use_id": p.tool_use_id,
+                    "created_at": p.created_at.isoformat(),
+                }
+                for p in pending
+            ],
+        }
+        return data, s.last_seq
+
+
+class EventStream:
+    """What one subscriber sees: every persisted event after `after`, in seq order, each once.
+
+    Live events arrive in memory through the bus; whenever that path cannot prove continuity (a gap, an
+    overflowed inbox, news from another process) the stream reads the missing rows from the table.
+    """
+
+    def __init__(self, state: AppState, subscription: Subscription, after: int) -> None:
+        self.state = state
+        self.sub = subscription
+        self.last = after
+        self._catch_up = True  # subscribed first, then read: nothing committed in between is missed
+
+    async def _read_log(self) -> list[BusEvent]:
+        async with self.state.db.transaction(readonly=True) as db:
+            stmt = repo.events_after(self.sub.session_id, self.last, CATCH_UP_BATCH)
+            rows = (await db.scalars(stmt)).all()
+        if len(rows) < CATCH_UP_BATCH:
+            self._catch_up = False
+        events = [_from_row(r) for r in rows]
+        if events:
+            self.last = events[-1].seq  # type: ignore[assignment]
+        return events
+
+    async def next_batch(self, idle_s: float) -> list[BusEvent] | None:
+        """The next events to send, or None when nothing happened within `idle_s` (time for a heartbeat)."""
+        while True:
+            if self.sub.overflowed:
+                self.sub.overflowed = False
+                self._drain()
+                self._catch_up = True
+            if self._catch_up:
+                events = await self._read_log()
+                if events:
+                    return events
+                continue
+            try:
+                first = await asyncio.wait_for(self.sub.queue.get(), idle_s)
+            except TimeoutError:
+                return None
+            batch = [first]
+            while len(batch) < LIVE_BATCH and not self.sub.queue.empty():
+                batch.append(self.sub.queue.get_nowait())
+            out = self._accept(batch)
+            if out:
+                return out
+
+    def _accept(self, batch: list[BusEvent]) -> list[BusEvent]:
+        out: list[BusEvent] = []
+        for event in batch:
+            if event.seq is None:
+                out.append(event)
+            elif event.seq <= self.last:
+                continue
+            elif event.seq == self.last + 1 and event.data is not None:
+                out.append(event)
+                self.last = event.seq
+            else:
+                self._catch_up = True
+                break
+        return out
+
+    def _drain(self) -> None:
+        while not self.sub.queue.empty():
+            self.sub.queue.get_nowait()
+
+
+async def latest_seq(db: AsyncSession, session_id: uuid.UUID) -> int:
+    return int(await db.scalar(select(Session.last_seq).where(Session.id == session_id)) or 0)
