@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent_api import migrate
+from agent_api.cli_chat import chat
 from agent_api.config import get_settings
 
 app = typer.Typer(help="agent-api: run Claude agents for a team over HTTP and WebSocket.", no_args_is_help=True)
@@ -18,8 +19,13 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
+app.command("chat")(chat)
 console = Console()
 err_console = Console(stderr=True)
+
+# The `websockets` protocol waits for the socket to drain on every send: what lets a stream notice a client that
+# stopped reading (and close it) instead of buffering for it without bound.
+UVICORN_OPTIONS: dict[str, object] = {"ws": "websockets", "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0}
 
 
 @app.command()
@@ -43,6 +49,7 @@ def serve(
         access_log=False,
         log_config=None,
         proxy_headers=True,
+        **UVICORN_OPTIONS,  # type: ignore[arg-type]
     )
 
 

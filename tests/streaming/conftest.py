@@ -12,7 +12,11 @@ import pytest
 import uvicorn
 import websockets
 
+from agent_api.cli import UVICORN_OPTIONS
 from tests.conftest import wait_until
+
+# Served exactly as `agent-api serve` serves it, minus the pings these tests do not need.
+SERVER_OPTIONS = {**UVICORN_OPTIONS, "ws_ping_interval": None}
 
 
 def free_port() -> int:
@@ -25,7 +29,7 @@ def free_port() -> int:
 async def server_url(app: object) -> AsyncIterator[str]:
     port = free_port()
     # The app's lifespan is already running (the `app` fixture); uvicorn only serves it.
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="info", ws_ping_interval=None)  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="info", **SERVER_OPTIONS)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
 
@@ -80,3 +84,25 @@ async def close_code(server_url: str, session_id: str, headers: dict[str, str] |
         except websockets.ConnectionClosed as closed:
             assert closed.rcvd is not None
             return int(closed.rcvd.code)
+
+
+async def open_stalled(server_url: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket handshake on a raw socket that then never reads: a client that stopped reading, for real."""
+    import base64
+    import os
+
+    host, port = server_url.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port), limit=2**16)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {server_url}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    status = await reader.readuntil(b"\r\n\r\n")
+    assert b" 101 " in status, status
+    return reader, writer

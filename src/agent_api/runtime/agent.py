@@ -165,7 +165,7 @@ class LiveAgent:
                 bash_sandboxed=self.config.bash_sandboxed,
             )
         observer = self._observer
-        if verdict is not None and observer is not None and not blocked:
+        if verdict is not None and observer is not None:
             await observer.on_decision(tool_name, tool_input, tool_use_id, verdict)
         outcome = "block" if verdict is not None and verdict.decision == "deny" else "continue"
         if observer is not None:

@@ -37,7 +37,8 @@ OFFLINE_API_KEY = "sk-ant-offline-not-a-real-key"
 _TEXT_CHUNK = 40  # stream answers in several deltas so consumers see real partial output
 _TICK_S = 0.1
 _MAX_BODY = 64 * 1024 * 1024
-_CWD_RE = re.compile(r"Primary working directory: *(\S[^\n]*)")
+# A resumed conversation from another directory (a fork) reads "Primary working directory: NEW (was OLD)".
+_CWD_RE = re.compile(r"Primary working directory: *(\S[^\n]*?)(?: \(was [^\n]*\))?[ \t]*$", re.MULTILINE)
 _RUN_RE = re.compile(r"run:\s*(.+)", re.IGNORECASE)
 _WRITE_RE = re.compile(r"write\s+(\S+?):\s?(.*)", re.IGNORECASE)
 _READ_RE = re.compile(r"read\s+(\S+)", re.IGNORECASE)

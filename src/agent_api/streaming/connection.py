@@ -24,6 +24,7 @@ log = logging.getLogger("agent_api.streaming")
 
 CLOSE_TOO_SLOW = 4008  # fell too far behind: reconnect with after_seq
 CLOSE_SHUTDOWN = 1012  # the server is restarting
+CLOSE_WAIT_S = 2.0
 
 
 class StreamConnection:
@@ -63,6 +64,7 @@ class StreamConnection:
             for task in done:
                 exc = task.exception()
                 if isinstance(exc, _TooSlow):
+                    log.warning("closing a stream client that stopped reading (last seq sent %d)", self.last_sent)
                     await self.close(CLOSE_TOO_SLOW, f"too slow; reconnect with after_seq={self.last_sent}")
                 elif exc is not None and not isinstance(exc, WebSocketDisconnect):
                     log.error("stream connection failed", exc_info=exc)
@@ -71,8 +73,9 @@ class StreamConnection:
             subscription.close()
 
     async def close(self, code: int, reason: str) -> None:
+        # Bounded: a client that stopped reading cannot take the close frame either, and must not hold us.
         with contextlib.suppress(Exception):
-            await self.ws.close(code, reason)
+            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_WAIT_S)
 
     async def _pump(self, stream: EventStream) -> None:
         heartbeat = self.state.settings.ws_heartbeat_s
