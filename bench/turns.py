@@ -50,7 +50,9 @@ class Server:
         self.client, self.headers, self.app = client, headers, app
 
     async def new_session(self) -> str:
-        r = await self.client.post("/api/v1/sessions", json={"permission_mode": "bypassPermissions"}, headers=self.headers)
+        r = await self.client.post(
+            "/api/v1/sessions", json={"permission_mode": "bypassPermissions"}, headers=self.headers
+        )
         sid = r.json()["id"]
         deadline = time.monotonic() + 30
         while (await self.client.get(f"/api/v1/sessions/{sid}", headers=self.headers)).json()["status"] != "active":
@@ -77,9 +79,7 @@ class Server:
 
 async def main(rounds: int) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-turns-"))
-    settings = Settings(
-        data_dir=data_dir, admin_username="bench", admin_password="bench-password", log_level="WARNING"
-    )
+    settings = Settings(data_dir=data_dir, admin_username="bench", admin_password="bench-password", log_level="WARNING")
     app = create_app(settings)
     times: dict[str, list[float]] = {k: [] for k in ("a_cold", "a_resume", "b_first", "b_follow", "b_resume")}
     async with app.router.lifespan_context(app):
