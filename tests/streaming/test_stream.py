@@ -207,3 +207,25 @@ class TestHeartbeat:
                 assert "seq" not in beat
         finally:
             settings.ws_heartbeat_s = saved
+
+
+class TestPartialDeltas:
+    async def test_partial_subscribers_get_unsaved_deltas(self, server_url: str, sessions: SessionsApi) -> None:
+        s = await sessions.create(permission_mode="bypassPermissions")
+        await sessions.wait_status(s["id"], "active")
+        token = sessions.user.access_token
+        text = "a fairly long sentence so that the answer streams in several pieces"
+        async with (
+            await connect(server_url, s["id"], token=token, partial=1) as ws_partial,
+            await connect(server_url, s["id"], token=token) as ws_plain,
+        ):
+            partial, plain = Stream(ws_partial), Stream(ws_plain)
+            await partial.recv()
+            await plain.recv()
+            await partial.send(type="query", message=text)
+            await partial.until(lambda f: f["type"] == "result")
+            await plain.until(lambda f: f["type"] == "result")
+        deltas = [f for f in partial.frames if f["type"] == "delta"]
+        assert len(deltas) >= 2 and all("seq" not in f for f in deltas)
+        assert "".join(f["data"]["text"] for f in deltas) == f"Echo: {text}"
+        assert not [f for f in plain.frames if f["type"] == "delta"]

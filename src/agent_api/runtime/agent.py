@@ -136,6 +136,8 @@ class LiveAgent:
                 "Stop": [HookMatcher(matcher=None, hooks=[self._hook_recorder("Stop")])],
             },
             sandbox=sandbox,
+            # Token deltas feed `?partial=1` stream subscribers; they are never stored.
+            include_partial_messages=True,
             stderr=self._on_stderr,
         )
 

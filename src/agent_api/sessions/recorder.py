@@ -8,7 +8,7 @@ import json
 import uuid
 from typing import Any
 
-from claude_agent_sdk import AssistantMessage, ResultMessage, SystemMessage, UserMessage
+from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage, UserMessage
 from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from sqlalchemy import update
 
@@ -19,6 +19,7 @@ from agent_api.runtime.permissions import Verdict, input_summary
 from agent_api.sessions import repository as repo
 from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.state import AppState
+from agent_api.streaming.bus import BusEvent
 
 MAX_STORED_OUTPUT = 100_000
 EVENT_OUTPUT_PREVIEW = 2_000
@@ -80,12 +81,25 @@ class TurnRecorder:
         self.decided: set[str] = set()
 
     async def on_message(self, message: Any) -> None:
-        if isinstance(message, SystemMessage) and message.subtype == "init":
+        if isinstance(message, StreamEvent):
+            self._forward_delta(message.event)
+        elif isinstance(message, SystemMessage) and message.subtype == "init":
             await self._on_init(message.data)
         elif isinstance(message, AssistantMessage):
             await self._on_assistant(message)
         elif isinstance(message, UserMessage):
             await self._on_user(message)
+
+    def _forward_delta(self, event: dict[str, Any]) -> None:
+        delta = event.get("delta") if event.get("type") == "content_block_delta" else None
+        bus = self.state.bus
+        if not isinstance(delta, dict) or bus is None or not bus.subscriber_count(self.session_id):
+            return
+        kind = delta.get("type")
+        text = delta.get("text") if kind == "text_delta" else delta.get("partial_json") or delta.get("thinking")
+        if text:
+            data = {"turn_id": str(self.turn_id), "index": event.get("index"), "kind": kind, "text": text}
+            bus.publish([BusEvent(self.session_id, None, "delta", data)])
 
     async def _on_init(self, data: dict[str, Any]) -> None:
         values: dict[str, Any] = {"sdk_session_id": data.get("session_id")}

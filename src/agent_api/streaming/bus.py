@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import text
@@ -33,6 +35,16 @@ class BusEvent:
     type: str = ""
     data: dict[str, Any] | None = None  # None: only news that `seq` exists (from another process)
     created_at: datetime | None = None
+
+    @cached_property
+    def frame_text(self) -> str:
+        """The server frame for this event, encoded once however many subscribers send it."""
+        body: dict[str, Any] = {"type": self.type, "session_id": str(self.session_id)}
+        if self.seq is not None:
+            body["seq"] = self.seq
+        body["ts"] = (self.created_at or datetime.now(UTC)).isoformat()
+        body["data"] = self.data
+        return json.dumps(body, separators=(",", ":"), default=str)
 
 
 class Subscription:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from typing import Any
@@ -18,7 +19,7 @@ from agent_api.sessions import service as sessions_service
 from agent_api.sessions import turns
 from agent_api.sessions.schemas import PermissionAnswer, QueryRequest
 from agent_api.state import AppState
-from agent_api.streaming.service import EventStream, connected_data, event_frame, frame
+from agent_api.streaming.service import EventStream, connected_data, frame
 
 log = logging.getLogger("agent_api.streaming")
 
@@ -37,10 +38,14 @@ class StreamConnection:
         self.last_sent = 0
 
     async def send(self, body: dict[str, Any]) -> None:
-        settings = self.state.settings
+        await self.send_texts([json.dumps(body, default=str)])
+
+    async def send_texts(self, texts: list[str]) -> None:
         async with self._send_lock:
             try:
-                await asyncio.wait_for(self.ws.send_json(body), settings.ws_send_timeout_s)
+                async with asyncio.timeout(self.state.settings.ws_send_timeout_s):
+                    for text in texts:
+                        await self.ws.send_text(text)
             except TimeoutError:
                 # A stalled reader must not hold events for anyone else; it can resume from what it has.
                 raise _TooSlow() from None
@@ -84,10 +89,10 @@ class StreamConnection:
             if batch is None:
                 await self.send(frame("heartbeat", self.session_id, {"latest_seq": self.last_sent}))
                 continue
-            for event in batch:
-                await self.send(event_frame(event))
-                if event.seq is not None:
-                    self.last_sent = event.seq
+            await self.send_texts([event.frame_text for event in batch])
+            sent = [event.seq for event in batch if event.seq is not None]
+            if sent:
+                self.last_sent = sent[-1]
 
     async def _listen(self) -> None:
         while True:

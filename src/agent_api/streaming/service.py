@@ -19,7 +19,7 @@ from agent_api.state import AppState
 from agent_api.streaming.bus import BusEvent, Subscription
 
 TICKET_TTL_S = 30
-CATCH_UP_BATCH = 500
+CATCH_UP_BATCH = 2000
 LIVE_BATCH = 200
 
 
@@ -68,10 +68,6 @@ def frame(
     body["ts"] = (ts or datetime.now(UTC)).isoformat()
     body["data"] = data
     return body
-
-
-def event_frame(event: BusEvent) -> dict[str, Any]:
-    return frame(event.type, event.session_id, event.data, event.seq, event.created_at)
 
 
 def _from_row(row: SessionEvent) -> BusEvent:
