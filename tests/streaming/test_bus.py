@@ -204,3 +204,56 @@ class TestPostgresBus:
             assert event.session_id == uuid.UUID(s["id"]) and event.seq == seq and event.data is None
         finally:
             sub.close()
+
+
+class TestSequence:
+    async def test_seq_is_gap_free_under_concurrent_writers(self, app: object, sessions: SessionsApi) -> None:
+        s = await sessions.create(permission_mode="bypassPermissions")
+        await sessions.wait_status(s["id"], "active")
+        sid = uuid.UUID(s["id"])
+
+        async def one(n: int) -> int:
+            async with app_state(app).db.transaction() as db:
+                return (await append_event(db, sid, "concurrent", {"n": n})).seq
+
+        seqs = await asyncio.gather(*(one(n) for n in range(40)))
+        assert len(set(seqs)) == 40
+        from sqlalchemy import select
+
+        from agent_api.models import SessionEvent
+
+        async with app_state(app).db.transaction(readonly=True) as db:
+            stored = (await db.scalars(select(SessionEvent.seq).where(SessionEvent.session_id == sid))).all()
+        assert sorted(stored) == list(range(1, len(stored) + 1))
+
+
+class TestShutdown:
+    async def test_open_streams_are_closed_with_1012(self, app: object, sessions: SessionsApi) -> None:
+        import json
+
+        import uvicorn
+        import websockets
+
+        from agent_api.app import create_app
+        from tests.streaming.conftest import free_port
+
+        s = await sessions.create(permission_mode="bypassPermissions")
+        other = create_app(app_state(app).settings.model_copy(update={"auto_migrate": False}))
+        lifespan = other.router.lifespan_context(other)
+        await lifespan.__aenter__()
+        port = free_port()
+        config = uvicorn.Config(other, host="127.0.0.1", port=port, lifespan="off", **SERVER_OPTIONS)  # type: ignore[arg-type]
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            await wait_until(lambda: _started(server), timeout=15)
+            async with await connect(f"127.0.0.1:{port}", s["id"], token=sessions.user.access_token) as ws:
+                assert json.loads(await ws.recv())["type"] == "connected"
+                await lifespan.__aexit__(None, None, None)  # the application shuts down (SIGTERM's path)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 15)
