@@ -8,9 +8,11 @@ its own PostgreSQL database and drops it at the end.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import random
 import secrets
+import tarfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -216,3 +218,12 @@ async def owner(users: Users) -> UserAccount:
 @pytest.fixture
 def sessions(client: httpx.AsyncClient, owner: UserAccount) -> SessionsApi:
     return SessionsApi(client, owner)
+
+
+def tar_members(content: bytes) -> dict[str, bytes | None]:
+    """A downloaded tar.gz as {name: file bytes, or None for directories and links}."""
+    with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as tar:
+        return {
+            m.name: (tar.extractfile(m).read() if m.isfile() else None)  # type: ignore[union-attr]
+            for m in tar.getmembers()
+        }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -14,17 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from agent_api.models import StatusChange
-from tests.conftest import SessionsApi, app_state, assert_error_shape, wait_until
+from tests.conftest import SessionsApi, app_state, assert_error_shape, tar_members, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def tar_members(content: bytes) -> dict[str, bytes | None]:
-    with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as tar:
-        return {
-            m.name: (tar.extractfile(m).read() if m.isfile() else None)  # type: ignore[union-attr]
-            for m in tar.getmembers()
-        }
 
 
 async def download(sessions: SessionsApi, session_id: str) -> dict[str, bytes | None]:

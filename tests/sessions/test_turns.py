@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 import uuid
 
 import httpx
@@ -11,17 +9,9 @@ import pytest
 
 from agent_api.runtime.endpoint import sandbox_available
 from agent_api.sessions import service
-from tests.conftest import SessionsApi, Users, app_state, assert_error_shape, wait_until
+from tests.conftest import SessionsApi, Users, app_state, assert_error_shape, tar_members, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def tar_members(content: bytes) -> dict[str, bytes | None]:
-    with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as tar:
-        return {
-            m.name: (tar.extractfile(m).read() if m.isfile() else None)  # type: ignore[union-attr]
-            for m in tar.getmembers()
-        }
 
 
 class TestFirstTurn:
