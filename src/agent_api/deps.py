@@ -48,4 +48,6 @@ async def get_db(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
         await session.close()
 
 
-DB = Annotated[AsyncSession, Depends(get_db)]
+# scope="function": the commit happens before the response is sent, so a client that acts on a 201 at once
+# (say, opens a stream with a ticket it was just given) finds the row committed.
+DB = Annotated[AsyncSession, Depends(get_db, scope="function")]
