@@ -6,8 +6,9 @@ round by round so machine noise hits both alike. Reported: medians per case and 
     python bench/turns.py --rounds 7
 
 (a) direct: a cold `query()` per turn (a new CLI process), and `query(resume=...)` for a follow-up.
-(b) server: the first message of a fresh session (created, then used once its agent is up, as a person would),
-    follow-ups on the live session, and a turn after the live client was evicted (so it resumes).
+(b) server: the first message of a fresh session, sent --think seconds after `POST /sessions` (a person typing it;
+    the agent process starts in the background meanwhile) and, for comparison, sent at once; follow-ups on the live
+    session; and a turn after the live client was evicted (so it resumes).
 """
 
 from __future__ import annotations
@@ -53,13 +54,7 @@ class Server:
         r = await self.client.post(
             "/api/v1/sessions", json={"permission_mode": "bypassPermissions"}, headers=self.headers
         )
-        sid = r.json()["id"]
-        deadline = time.monotonic() + 30
-        while (await self.client.get(f"/api/v1/sessions/{sid}", headers=self.headers)).json()["status"] != "active":
-            if time.monotonic() > deadline:
-                raise RuntimeError("session did not become active")
-            await asyncio.sleep(0.02)
-        return str(sid)
+        return str(r.json()["id"])
 
     async def turn(self, sid: str) -> float:
         started = time.perf_counter()
@@ -77,11 +72,12 @@ class Server:
         await self.app.state.agent_api.require_agents().close(uuid.UUID(sid))
 
 
-async def main(rounds: int) -> None:
+async def main(rounds: int, think_s: float) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-turns-"))
     settings = Settings(data_dir=data_dir, admin_username="bench", admin_password="bench-password", log_level="WARNING")
     app = create_app(settings)
-    times: dict[str, list[float]] = {k: [] for k in ("a_cold", "a_resume", "b_first", "b_follow", "b_resume")}
+    keys = ("a_cold", "a_resume", "b_first", "b_first_at_once", "b_follow", "b_resume")
+    times: dict[str, list[float]] = {k: [] for k in keys}
     async with app.router.lifespan_context(app):
         state = app.state.agent_api
         env = state.endpoint.env
@@ -100,7 +96,9 @@ async def main(rounds: int) -> None:
                 t, sdk_session = await direct_turn(env, cwd, config_dir)
                 times["a_cold"].append(t)
                 sid = await server.new_session()
+                await asyncio.sleep(think_s)
                 times["b_first"].append(await server.turn(sid))
+                times["b_first_at_once"].append(await server.turn(await server.new_session()))
                 t, _ = await direct_turn(env, cwd, config_dir, resume=sdk_session)
                 times["a_resume"].append(t)
                 times["b_follow"].append(await server.turn(sid))
@@ -109,7 +107,8 @@ async def main(rounds: int) -> None:
                 print(f"round {i + 1}/{rounds}: " + ", ".join(f"{k}={v[-1]:.3f}s" for k, v in times.items()))
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = [
-        ("first message of a session", "b_first", "a_cold", 0.5),
+        (f"first message, {think_s:g} s after creating the session", "b_first", "a_cold", 0.5),
+        ("first message, sent the moment the session is created", "b_first_at_once", "a_cold", 0.5),
         ("follow-up on a live session", "b_follow", "a_cold", 0.5),
         ("turn after idle eviction (resume)", "b_resume", "a_resume", 1.10),
     ]
@@ -125,4 +124,8 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
-    asyncio.run(main(parser.parse_args().rounds))
+    parser.add_argument(
+        "--think", type=float, default=1.0, help="seconds between creating a session and its first message"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.rounds, args.think))

@@ -32,7 +32,7 @@ from agent_api.state import AppState
 
 POSTGRES_URL = os.environ.get("AGENT_API_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
-TEST_SECRET = "test-secret-" + "x" * 40
+TEST_SECRET = "test-secret-" + "x" * 60
 T = TypeVar("T")
 
 

@@ -6,11 +6,15 @@ import asyncio
 import dataclasses
 import json
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage, UserMessage
 from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.models import HookRun, Message, MetricsSnapshot, PermissionRequest, Session, ToolCall, User
 from agent_api.models.base import utcnow
@@ -79,6 +83,17 @@ class TurnRecorder:
         self.turn_id = turn_id
         self.user_id = user_id
         self.decided: set[str] = set()
+        # Hook runs and automatic decisions, written with the next message's transaction rather than while the
+        # agent CLI waits for the hook's answer.
+        self._deferred: list[Callable[[AsyncSession], Awaitable[None]]] = []
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.state.db.transaction() as db:
+            deferred, self._deferred = self._deferred, []
+            for write in deferred:
+                await write(db)
+            yield db
 
     async def on_message(self, message: Any) -> None:
         if isinstance(message, StreamEvent):
@@ -105,7 +120,7 @@ class TurnRecorder:
         values: dict[str, Any] = {"sdk_session_id": data.get("session_id")}
         if data.get("model"):
             values["model"] = data["model"]
-        async with self.state.db.transaction() as db:
+        async with self._transaction() as db:
             await db.execute(
                 update(Session)
                 .where(Session.id == self.session_id)
@@ -115,7 +130,7 @@ class TurnRecorder:
 
     async def _on_assistant(self, message: AssistantMessage) -> None:
         blocks = list(message.content)
-        async with self.state.db.transaction() as db:
+        async with self._transaction() as db:
             row = Message(
                 session_id=self.session_id,
                 turn_id=self.turn_id,
@@ -160,7 +175,7 @@ class TurnRecorder:
         content = message.content
         blocks: list[Any] = [TextBlock(text=content)] if isinstance(content, str) else list(content)
         structured = getattr(message, "tool_use_result", None)
-        async with self.state.db.transaction() as db:
+        async with self._transaction() as db:
             row = Message(
                 session_id=self.session_id,
                 turn_id=self.turn_id,
@@ -211,54 +226,66 @@ class TurnRecorder:
             # The CLI allowed it by its own rules for the mode (read-only Bash, say): still a decision on record.
             verdict = Verdict("allow", "mode", "allowed by the agent CLI's rules for this permission mode")
             await self.on_decision(record.tool_name or "", {}, record.tool_use_id, verdict)
-        async with self.state.db.transaction() as db:
-            db.add(
-                HookRun(
-                    session_id=self.session_id,
-                    turn_id=self.turn_id,
-                    event=record.event,
-                    tool_name=record.tool_name,
-                    tool_use_id=record.tool_use_id,
-                    outcome=record.outcome,
-                    reason=record.reason,
-                    duration_ms=record.duration_ms,
-                    created_at=utcnow(),
-                )
+        self._deferred.append(lambda db: self._write_hook(db, record, utcnow()))
+
+    async def _write_hook(self, db: AsyncSession, record: HookRecord, when: datetime) -> None:
+        db.add(
+            HookRun(
+                session_id=self.session_id,
+                turn_id=self.turn_id,
+                event=record.event,
+                tool_name=record.tool_name,
+                tool_use_id=record.tool_use_id,
+                outcome=record.outcome,
+                reason=record.reason,
+                duration_ms=record.duration_ms,
+                created_at=when,
             )
+        )
 
     async def on_decision(
         self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None, verdict: Verdict
     ) -> None:
         if tool_use_id:
             self.decided.add(tool_use_id)
-        now = utcnow()
-        async with self.state.db.transaction() as db:
-            request = PermissionRequest(
-                session_id=self.session_id,
-                turn_id=self.turn_id,
-                tool_name=tool_name,
-                tool_use_id=tool_use_id,
-                input_summary=_jsonable(input_summary(tool_input)),
-                decision=verdict.decision,
-                decided_by=verdict.decided_by,
-                reason=verdict.reason,
-                created_at=now,
-                decided_at=now,
-            )
-            db.add(request)
-            await db.flush()
-            await append_event(
-                db,
-                self.session_id,
-                "permission_decision",
-                {
-                    "request_id": str(request.id),
-                    "tool": tool_name,
-                    "decision": verdict.decision,
-                    "decided_by": verdict.decided_by,
-                    "reason": verdict.reason,
-                },
-            )
+        summary, now = _jsonable(input_summary(tool_input)), utcnow()
+        self._deferred.append(lambda db: self._write_decision(db, tool_name, summary, tool_use_id, verdict, now))
+
+    async def _write_decision(
+        self,
+        db: AsyncSession,
+        tool_name: str,
+        summary: dict[str, Any],
+        tool_use_id: str | None,
+        verdict: Verdict,
+        when: datetime,
+    ) -> None:
+        request = PermissionRequest(
+            session_id=self.session_id,
+            turn_id=self.turn_id,
+            tool_name=tool_name,
+            tool_use_id=tool_use_id,
+            input_summary=summary,
+            decision=verdict.decision,
+            decided_by=verdict.decided_by,
+            reason=verdict.reason,
+            created_at=when,
+            decided_at=when,
+        )
+        db.add(request)
+        await db.flush()
+        await append_event(
+            db,
+            self.session_id,
+            "permission_decision",
+            {
+                "request_id": str(request.id),
+                "tool": tool_name,
+                "decision": verdict.decision,
+                "decided_by": verdict.decided_by,
+                "reason": verdict.reason,
+            },
+        )
 
     async def ask_permission(self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None) -> Verdict:
         if tool_use_id:
@@ -302,7 +329,7 @@ class TurnRecorder:
         return verdict
 
     async def _time_out(self, request_id: uuid.UUID) -> Verdict:
-        async with self.state.db.transaction() as db:
+        async with self._transaction() as db:
             claimed = await db.execute(
                 update(PermissionRequest)
                 .where(PermissionRequest.id == request_id, PermissionRequest.decision.is_(None))
@@ -327,7 +354,7 @@ class TurnRecorder:
 
     async def finish(self, result: ResultMessage | None, interrupted: bool) -> None:
         now = utcnow()
-        async with self.state.db.transaction() as db:
+        async with self._transaction() as db:
             turn = await repo.get_turn(db, self.turn_id)
             session = await repo.get_session(db, self.session_id)
             if turn is None or session is None:
@@ -419,7 +446,7 @@ class TurnRecorder:
 
     async def fail(self, error: BaseException, *, start_failed: bool) -> None:
         message = str(error)[:2000] or type(error).__name__
-        async with self.state.db.transaction() as db:
+        async with self._transaction() as db:
             turn = await repo.get_turn(db, self.turn_id)
             if turn is not None:
                 turn.status, turn.finished_at = "failed", utcnow()
