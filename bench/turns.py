@@ -30,13 +30,17 @@ from agent_api.config import Settings
 PROMPT = "write note.txt: benchmark"
 
 
-async def direct_turn(env: dict[str, str], cwd: Path, config_dir: Path, resume: str | None = None) -> tuple[float, str]:
+async def direct_turn(
+    env: dict[str, str], cwd: Path, config_dir: Path, sandboxed: bool, resume: str | None = None
+) -> tuple[float, str]:
     options = ClaudeAgentOptions(
         cwd=str(cwd),
         permission_mode="bypassPermissions",
         setting_sources=[],
         env={**env, "CLAUDE_CONFIG_DIR": str(config_dir)},
         resume=resume,
+        # The same Bash sandbox as the server's agents (it costs each CLI start about 0.5 s), so like is timed with like.
+        sandbox={"enabled": True, "autoAllowBashIfSandboxed": True} if sandboxed else None,
     )
     started = time.perf_counter()
     session_id = ""
@@ -81,6 +85,8 @@ async def main(rounds: int, think_s: float) -> None:
     async with app.router.lifespan_context(app):
         state = app.state.agent_api
         env = state.endpoint.env
+        sandboxed = state.bash_sandboxed
+        print(f"Bash sandbox: {'on' if sandboxed else 'off'} (both sides)")
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             login = await client.post("/api/v1/auth/login", json={"username": "bench", "password": "bench-password"})
@@ -89,17 +95,17 @@ async def main(rounds: int, think_s: float) -> None:
             config_dir.mkdir()
             # One warm-up of each path so first-time imports and disk caches do not count.
             warm_cwd = Path(tempfile.mkdtemp(dir=data_dir))
-            await direct_turn(env, warm_cwd, config_dir)
+            await direct_turn(env, warm_cwd, config_dir, sandboxed)
             await server.turn(await server.new_session())
             for i in range(rounds):
                 cwd = Path(tempfile.mkdtemp(dir=data_dir))
-                t, sdk_session = await direct_turn(env, cwd, config_dir)
+                t, sdk_session = await direct_turn(env, cwd, config_dir, sandboxed)
                 times["a_cold"].append(t)
                 sid = await server.new_session()
                 await asyncio.sleep(think_s)
                 times["b_first"].append(await server.turn(sid))
                 times["b_first_at_once"].append(await server.turn(await server.new_session()))
-                t, _ = await direct_turn(env, cwd, config_dir, resume=sdk_session)
+                t, _ = await direct_turn(env, cwd, config_dir, sandboxed, resume=sdk_session)
                 times["a_resume"].append(t)
                 times["b_follow"].append(await server.turn(sid))
                 await server.evict(sid)
