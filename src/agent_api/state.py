@@ -33,6 +33,8 @@ class AppState:
     # Turns running in this process, by session, and people's answers awaited by permission requests.
     turn_tasks: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
     permission_waiters: dict[uuid.UUID, asyncio.Future[Any]] = field(default_factory=dict)
+    # Interrupts that arrived before their turn reached the agent.
+    interrupt_requested: set[uuid.UUID] = field(default_factory=set)
     draining: bool = False
     bus: EventBus | None = None
     # Open WebSocket stream connections, closed with 1012 on shutdown.

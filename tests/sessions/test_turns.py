@@ -154,6 +154,25 @@ class TestLiveClient:
         assert (await sessions.query(s["id"], "still here")).json()["result"] == "Echo: still here"
 
 
+class TestEarlyInterrupt:
+    async def test_an_interrupt_right_after_the_query_is_not_lost(
+        self, client: httpx.AsyncClient, sessions: SessionsApi
+    ) -> None:
+        s = await sessions.create(permission_mode="bypassPermissions")
+        r = await sessions.query(s["id"], "sleep: 30", wait=False)
+        assert r.status_code == 202
+        stopped = await client.post(f"/api/v1/sessions/{s['id']}/interrupt", headers=sessions.user.headers)
+        assert stopped.json()["interrupted"] is True
+        await sessions.wait_status(s["id"], "active", timeout=20)  # long before the 30 s answer would end
+
+        async def interrupted_turn() -> bool:
+            snaps = await sessions.items(s["id"], "metrics/snapshots")
+            return any(x["turn_id"] == r.json()["turn_id"] for x in snaps)
+
+        await wait_until(interrupted_turn, timeout=20)
+        assert (await sessions.query(s["id"], "next")).json()["result"] == "Echo: next"
+
+
 class TestDelete:
     async def test_delete_ends_the_client_and_removes_the_directory(
         self, app: object, client: httpx.AsyncClient, sessions: SessionsApi

@@ -241,6 +241,9 @@ class LiveAgent:
         self._observer = observer
         result: ResultMessage | None = None
         try:
+            if self.interrupted:  # interrupted before the prompt was sent
+                done.set_result(None)
+                return
             await client.query(prompt)
             async for message in client.receive_response():
                 if isinstance(message, SystemMessage) and message.subtype == "init":
@@ -272,13 +275,16 @@ class LiveAgent:
         return not self.task.done()
 
     async def run(self, prompt: str, observer: TurnObserver) -> ResultMessage | None:
-        await self.wait_ready()
-        if not self.alive:
-            raise AgentStartError("agent process has exited")
-        done: asyncio.Future[ResultMessage | None] = asyncio.get_running_loop().create_future()
+        # Busy from the start, so an interrupt that comes while the process is still starting is not lost.
         self.busy, self.interrupted = True, False
         self.last_used = time.monotonic()
+        done: asyncio.Future[ResultMessage | None] = asyncio.get_running_loop().create_future()
         try:
+            await self.wait_ready()
+            if not self.alive:
+                raise AgentStartError("agent process has exited")
+            if self.interrupted:
+                return None
             await self._commands.put((prompt, observer, done))
             waiter = asyncio.ensure_future(done)
             owner: asyncio.Future[Any] = self.task
@@ -294,9 +300,11 @@ class LiveAgent:
             self.last_used = time.monotonic()
 
     async def interrupt(self) -> None:
+        if not self.busy:
+            return
+        self.interrupted = True
         client = self._client
-        if client is not None and self.busy:
-            self.interrupted = True
+        if client is not None and self._observer is not None:
             with contextlib.suppress(Exception):
                 await client.interrupt()
 

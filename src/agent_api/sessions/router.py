@@ -129,7 +129,7 @@ async def query(
 
 @router.post("/{session_id}/interrupt")
 async def interrupt(s: OwnedSession, state: State) -> dict[str, Any]:
-    interrupted = await state.require_agents().interrupt(s.id)
+    interrupted = await service.interrupt(state, s.id)
     return {"id": str(s.id), "interrupted": interrupted}
 
 

@@ -94,6 +94,16 @@ async def get_owned(db: AsyncSession, user: User, session_id: uuid.UUID) -> Sess
     return s
 
 
+async def interrupt(state: AppState, session_id: uuid.UUID) -> bool:
+    """Stop the session's current turn, also one still on its way to the agent; false when none is running."""
+    if state.agents is not None and await state.agents.interrupt(session_id):
+        return True
+    if session_id in state.turn_tasks:
+        state.interrupt_requested.add(session_id)
+        return True
+    return False
+
+
 async def stop_agent(state: AppState, session_id: uuid.UUID) -> None:
     """Interrupt a running turn and end the live client."""
     if state.agents is not None:

@@ -90,6 +90,10 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
         spec = spec_for(state, s)
         prompt = turn.prompt
     recorder = TurnRecorder(state, session_id, turn_id, user_id)
+    if session_id in state.interrupt_requested:
+        state.interrupt_requested.discard(session_id)
+        await recorder.finish(None, interrupted=True)
+        return
     try:
         result, agent = await pool.run_turn(spec, prompt, recorder)
     except AgentStartError as exc:

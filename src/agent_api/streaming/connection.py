@@ -122,7 +122,7 @@ class StreamConnection:
             elif kind == "query":
                 await self._query(data)
             elif kind == "interrupt":
-                interrupted = await self.state.require_agents().interrupt(self.session_id)
+                interrupted = await sessions_service.interrupt(self.state, self.session_id)
                 await self.send(frame("interrupted", self.session_id, {"interrupted": interrupted}))
             elif kind == "permission_response":
                 await self._permission_response(data)
