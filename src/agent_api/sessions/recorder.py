@@ -16,12 +16,14 @@ from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, To
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.models import HookRun, Message, MetricsSnapshot, PermissionRequest, Session, ToolCall, User
+from agent_api.models import HookRun, Message, PermissionRequest, Session, ToolCall
 from agent_api.models.base import utcnow
 from agent_api.runtime.agent import HookRecord
 from agent_api.runtime.permissions import Verdict, input_summary
 from agent_api.sessions import repository as repo
+from agent_api.sessions.accounting import record_failure, record_result
 from agent_api.sessions.events import append_event, claim_and_record
+from agent_api.sessions.jsonable import jsonable
 from agent_api.state import AppState
 from agent_api.streaming.bus import BusEvent
 
@@ -29,14 +31,10 @@ MAX_STORED_OUTPUT = 100_000
 EVENT_OUTPUT_PREVIEW = 2_000
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 def _cap(value: Any, limit: int) -> Any:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     if len(text) <= limit:
-        return _jsonable(value)
+        return jsonable(value)
     return text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
@@ -46,7 +44,7 @@ def block_json(block: Any) -> dict[str, Any]:
     if isinstance(block, ThinkingBlock):
         return {"type": "thinking", "thinking": block.thinking}
     if isinstance(block, ToolUseBlock):
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": _jsonable(block.input)}
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": jsonable(block.input)}
     if isinstance(block, ToolResultBlock):
         return {
             "type": "tool_result",
@@ -55,7 +53,7 @@ def block_json(block: Any) -> dict[str, Any]:
             "is_error": bool(block.is_error),
         }
     data = dataclasses.asdict(block) if dataclasses.is_dataclass(block) and not isinstance(block, type) else {}
-    return {"type": type(block).__name__, **_jsonable(data)}
+    return {"type": type(block).__name__, **jsonable(data)}
 
 
 def _text_of(blocks: list[Any]) -> str | None:
@@ -151,7 +149,7 @@ class TurnRecorder:
                     turn_id=self.turn_id,
                     tool_use_id=use.id,
                     name=use.name,
-                    input=_jsonable(use.input),
+                    input=jsonable(use.input),
                     status="started",
                     started_at=utcnow(),
                 )
@@ -248,7 +246,7 @@ class TurnRecorder:
     ) -> None:
         if tool_use_id:
             self.decided.add(tool_use_id)
-        summary, now = _jsonable(input_summary(tool_input)), utcnow()
+        summary, now = jsonable(input_summary(tool_input)), utcnow()
         self._deferred.append(lambda db: self._write_decision(db, tool_name, summary, tool_use_id, verdict, now))
 
     async def _write_decision(
@@ -296,7 +294,7 @@ class TurnRecorder:
         state.permission_waiters[request_id] = waiter
         try:
             async with state.db.transaction() as db:
-                summary = _jsonable(input_summary(tool_input))
+                summary = jsonable(input_summary(tool_input))
                 db.add(
                     PermissionRequest(
                         id=request_id,
@@ -353,118 +351,9 @@ class TurnRecorder:
     # --- the end of the turn -------------------------------------------------------------------------
 
     async def finish(self, result: ResultMessage | None, interrupted: bool) -> None:
-        now = utcnow()
         async with self._transaction() as db:
-            turn = await repo.get_turn(db, self.turn_id)
-            session = await repo.get_session(db, self.session_id)
-            if turn is None or session is None:
-                return
-            usage = dict(result.usage or {}) if result else {}
-            input_tokens = int(usage.get("input_tokens") or 0)
-            output_tokens = int(usage.get("output_tokens") or 0)
-            cache_read = int(usage.get("cache_read_input_tokens") or 0)
-            cache_creation = int(usage.get("cache_creation_input_tokens") or 0)
-            cost = 0.0
-            if result is not None and result.total_cost_usd is not None:
-                total = float(result.total_cost_usd)
-                previous = float(session.sdk_cost_total_usd or 0)
-                cost = total - previous if total >= previous else total
-                session.sdk_cost_total_usd = total
-            if interrupted:
-                turn.status = "interrupted"
-            elif result is None or (result.is_error and result.subtype != "success"):
-                turn.status = "failed"
-            else:
-                turn.status = "completed"
-            turn.finished_at = now
-            if result is not None:
-                turn.result = result.result
-                turn.is_error = bool(result.is_error)
-                turn.usage = _jsonable(usage)
-                turn.model_usage = _jsonable(result.model_usage) if result.model_usage else None
-                turn.num_turns = result.num_turns
-                turn.duration_ms = result.duration_ms
-                turn.duration_api_ms = result.duration_api_ms
-                turn.stop_reason = result.stop_reason or result.subtype
-                turn.errors = list(getattr(result, "errors", None) or []) or None
-            turn.cost_usd = cost
-            turn.input_tokens, turn.output_tokens = input_tokens, output_tokens
-            await repo.add_totals(
-                db,
-                self.session_id,
-                total_cost_usd=cost,
-                total_input_tokens=input_tokens,
-                total_output_tokens=output_tokens,
-                total_cache_read_tokens=cache_read,
-                total_cache_creation_tokens=cache_creation,
-            )
-            await db.execute(
-                update(User)
-                .where(User.id == self.user_id)
-                .values(
-                    total_cost_usd=User.total_cost_usd + cost,
-                    total_input_tokens=User.total_input_tokens + input_tokens,
-                    total_output_tokens=User.total_output_tokens + output_tokens,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            by_tool, errors = await repo.tool_counts(db, self.session_id, self.turn_id)
-            await db.refresh(session)
-            db.add(
-                MetricsSnapshot(
-                    session_id=self.session_id,
-                    turn_id=self.turn_id,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cache_read_tokens=cache_read,
-                    cache_creation_tokens=cache_creation,
-                    cost_usd=cost,
-                    total_cost_usd=float(session.total_cost_usd or 0),
-                    num_turns=result.num_turns if result else 0,
-                    tool_calls_by_tool=by_tool,
-                    error_count=errors + (1 if turn.status == "failed" else 0),
-                    duration_ms=result.duration_ms if result else 0,
-                    created_at=now,
-                )
-            )
-            await append_event(
-                db,
-                self.session_id,
-                "result",
-                {
-                    "turn_id": str(self.turn_id),
-                    "turn_status": turn.status,
-                    "result": turn.result,
-                    "is_error": turn.is_error,
-                    "cost_usd": cost,
-                    "usage": turn.usage,
-                    "num_turns": turn.num_turns,
-                    "duration_ms": turn.duration_ms,
-                },
-            )
-            await claim_and_record(db, self.session_id, ("processing", "waiting"), "active", f"turn {turn.status}")
+            await record_result(db, self.session_id, self.turn_id, self.user_id, result, interrupted)
 
     async def fail(self, error: BaseException, *, start_failed: bool) -> None:
-        message = str(error)[:2000] or type(error).__name__
         async with self._transaction() as db:
-            turn = await repo.get_turn(db, self.turn_id)
-            if turn is not None:
-                turn.status, turn.finished_at = "failed", utcnow()
-                turn.errors = [message]
-            await db.execute(
-                update(Session)
-                .where(Session.id == self.session_id)
-                .values(error_message=message)
-                .execution_options(synchronize_session=False)
-            )
-            code = "agent_start_failed" if start_failed else "turn_failed"
-            await append_event(
-                db, self.session_id, "error", {"code": code, "message": message, "turn_id": str(self.turn_id)}
-            )
-            await claim_and_record(
-                db,
-                self.session_id,
-                ("processing", "waiting", "connecting"),
-                "failed" if start_failed else "active",
-                message[:500],
-            )
+            await record_failure(db, self.session_id, self.turn_id, error, start_failed=start_failed)

@@ -1,0 +1,140 @@
+"""The end of a turn in the books: its result, cost and tokens on the turn, the session and the user, a metrics
+snapshot, the `result` event and the status back to `active`; or the failure that ended it."""
+
+from __future__ import annotations
+
+import uuid
+
+from claude_agent_sdk import ResultMessage
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.models import MetricsSnapshot, Session, User
+from agent_api.models.base import utcnow
+from agent_api.sessions import repository as repo
+from agent_api.sessions.events import append_event, claim_and_record
+from agent_api.sessions.jsonable import jsonable
+
+
+async def record_result(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    turn_id: uuid.UUID,
+    user_id: uuid.UUID,
+    result: ResultMessage | None,
+    interrupted: bool,
+) -> None:
+    now = utcnow()
+    turn = await repo.get_turn(db, turn_id)
+    session = await repo.get_session(db, session_id)
+    if turn is None or session is None:
+        return
+    usage = dict(result.usage or {}) if result else {}
+    input_tokens = int(usage.get("input_tokens") or 0)
+    output_tokens = int(usage.get("output_tokens") or 0)
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_creation = int(usage.get("cache_creation_input_tokens") or 0)
+    cost = 0.0
+    if result is not None and result.total_cost_usd is not None:
+        total = float(result.total_cost_usd)
+        previous = float(session.sdk_cost_total_usd or 0)
+        cost = total - previous if total >= previous else total
+        session.sdk_cost_total_usd = total
+    if interrupted:
+        turn.status = "interrupted"
+    elif result is None or (result.is_error and result.subtype != "success"):
+        turn.status = "failed"
+    else:
+        turn.status = "completed"
+    turn.finished_at = now
+    if result is not None:
+        turn.result = result.result
+        turn.is_error = bool(result.is_error)
+        turn.usage = jsonable(usage)
+        turn.model_usage = jsonable(result.model_usage) if result.model_usage else None
+        turn.num_turns = result.num_turns
+        turn.duration_ms = result.duration_ms
+        turn.duration_api_ms = result.duration_api_ms
+        turn.stop_reason = result.stop_reason or result.subtype
+        turn.errors = list(getattr(result, "errors", None) or []) or None
+    turn.cost_usd = cost
+    turn.input_tokens, turn.output_tokens = input_tokens, output_tokens
+    await repo.add_totals(
+        db,
+        session_id,
+        total_cost_usd=cost,
+        total_input_tokens=input_tokens,
+        total_output_tokens=output_tokens,
+        total_cache_read_tokens=cache_read,
+        total_cache_creation_tokens=cache_creation,
+    )
+    await db.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(
+            total_cost_usd=User.total_cost_usd + cost,
+            total_input_tokens=User.total_input_tokens + input_tokens,
+            total_output_tokens=User.total_output_tokens + output_tokens,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    by_tool, errors = await repo.tool_counts(db, session_id, turn_id)
+    await db.refresh(session)
+    db.add(
+        MetricsSnapshot(
+            session_id=session_id,
+            turn_id=turn_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read,
+            cache_creation_tokens=cache_creation,
+            cost_usd=cost,
+            total_cost_usd=float(session.total_cost_usd or 0),
+            num_turns=result.num_turns if result else 0,
+            tool_calls_by_tool=by_tool,
+            error_count=errors + (1 if turn.status == "failed" else 0),
+            duration_ms=result.duration_ms if result else 0,
+            created_at=now,
+        )
+    )
+    await append_event(
+        db,
+        session_id,
+        "result",
+        {
+            "turn_id": str(turn_id),
+            "turn_status": turn.status,
+            "result": turn.result,
+            "is_error": turn.is_error,
+            "cost_usd": cost,
+            "usage": turn.usage,
+            "num_turns": turn.num_turns,
+            "duration_ms": turn.duration_ms,
+        },
+    )
+    await claim_and_record(db, session_id, ("processing", "waiting"), "active", f"turn {turn.status}")
+
+
+async def record_failure(
+    db: AsyncSession, session_id: uuid.UUID, turn_id: uuid.UUID, error: BaseException, *, start_failed: bool
+) -> None:
+    message = str(error)[:2000] or type(error).__name__
+    turn = await repo.get_turn(db, turn_id)
+    if turn is not None:
+        turn.status, turn.finished_at = "failed", utcnow()
+        turn.errors = [message]
+    await db.execute(
+        update(Session)
+        .where(Session.id == session_id)
+        .values(error_message=message)
+        .execution_options(synchronize_session=False)
+    )
+    code = "agent_start_failed" if start_failed else "turn_failed"
+    await append_event(db, session_id, "error", {"code": code, "message": message, "turn_id": str(turn_id)})
+    await claim_and_record(
+        db,
+        session_id,
+        ("processing", "waiting", "connecting"),
+        "failed" if start_failed else "active",
+        message[:500],
+    )
