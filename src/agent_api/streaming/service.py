@@ -133,7 +133,9 @@ class EventStream:
                     return events
                 continue
             try:
-                first = await asyncio.wait_for(self.sub.queue.get(), idle_s)
+                # asyncio.timeout, not wait_for: no extra task per event per subscriber on this hot path.
+                async with asyncio.timeout(idle_s):
+                    first = await self.sub.queue.get()
             except TimeoutError:
                 return None
             batch = [first]
