@@ -33,6 +33,7 @@ class AppState:
     # Turns running in this process, by session, and people's answers awaited by permission requests.
     turn_tasks: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
     permission_waiters: dict[uuid.UUID, asyncio.Future[Any]] = field(default_factory=dict)
+    permission_sessions: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # request id -> session id
     # Interrupts that arrived before their turn reached the agent.
     interrupt_requested: set[uuid.UUID] = field(default_factory=set)
     draining: bool = False

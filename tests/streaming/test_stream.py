@@ -229,3 +229,12 @@ class TestPartialDeltas:
         assert len(deltas) >= 2 and all("seq" not in f for f in deltas)
         assert "".join(f["data"]["text"] for f in deltas) == f"Echo: {text}"
         assert not [f for f in plain.frames if f["type"] == "delta"]
+
+
+class TestBadParameters:
+    @pytest.mark.parametrize("after_seq", ["%C2%B2", "9" * 30, "-1", "abc"])
+    async def test_a_bad_after_seq_is_a_clean_close(
+        self, server_url: str, sessions: SessionsApi, after_seq: str
+    ) -> None:
+        s = await sessions.create(permission_mode="bypassPermissions")
+        assert await close_code(server_url, s["id"], token=sessions.user.access_token, after_seq=after_seq) == 4400

@@ -212,8 +212,8 @@ class LiveAgent:
     # --- the owning task ---------------------------------------------------------------------------
 
     async def _own_client(self) -> None:
-        client = ClaudeSDKClient(self._options())
         try:
+            client = ClaudeSDKClient(self._options())
             await client.connect()
         except BaseException as exc:
             self._start_error = exc

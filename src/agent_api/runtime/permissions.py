@@ -23,7 +23,10 @@ FILE_TOOL_PATH_FIELDS = {
     "NotebookEdit": "notebook_path",
     "Glob": "path",
     "Grep": "path",
+    "LS": "path",
+    "NotebookRead": "notebook_path",
 }
+_WILDCARDS = re.compile(r"[*?\[{]")
 READ_ONLY_TOOLS = frozenset({"Read", "Glob", "Grep", "LS", "TodoWrite", "TodoRead", "NotebookRead", "BashOutput"})
 EDIT_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 
@@ -64,16 +67,35 @@ def rule_matches(rule: str, tool_name: str, tool_input: dict[str, Any]) -> bool:
     return fnmatch.fnmatchcase(argument, glob)
 
 
+def _glob_root(pattern: str) -> str:
+    """The fixed directory part of a glob pattern: what it can reach at most."""
+    match = _WILDCARDS.search(pattern)
+    fixed = pattern[: match.start()] if match else pattern
+    return fixed.rsplit("/", 1)[0] if "/" in fixed else "."
+
+
 def path_guard(cwd: Path, tool_name: str, tool_input: dict[str, Any]) -> Verdict | None:
-    """Deny a file tool whose path resolves outside the session's directory."""
+    """Deny a file tool whose path (or, for Glob, pattern) resolves outside the session's directory."""
     field = FILE_TOOL_PATH_FIELDS.get(tool_name)
     if field is None:
         return None
     raw = tool_input.get(field)
-    if raw is None or raw == "":
-        return None  # Glob/Grep default to the working directory
-    if not isinstance(raw, str) or resolve_inside(cwd, raw) is None:
-        return Verdict("deny", "path_guard", f"{tool_name} path {str(raw)[:200]!r} is outside the session directory")
+    base = cwd
+    if raw is not None and raw != "":
+        resolved = resolve_inside(cwd, raw) if isinstance(raw, str) else None
+        if resolved is None:
+            return Verdict(
+                "deny", "path_guard", f"{tool_name} path {str(raw)[:200]!r} is outside the session directory"
+            )
+        base = resolved
+    pattern = tool_input.get("pattern") if tool_name == "Glob" else None
+    # A Glob pattern is a path too: "/etc/**" or "../../**" reaches past `path`.
+    if pattern is not None and (
+        not isinstance(pattern, str) or resolve_inside(cwd, str(base / _glob_root(pattern))) is None
+    ):
+        return Verdict(
+            "deny", "path_guard", f"Glob pattern {str(pattern)[:200]!r} reaches outside the session directory"
+        )
     return None
 
 

@@ -292,6 +292,7 @@ class TurnRecorder:
         request_id = uuid.uuid4()
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         state.permission_waiters[request_id] = waiter
+        state.permission_sessions[request_id] = self.session_id
         try:
             async with state.db.transaction() as db:
                 summary = jsonable(input_summary(tool_input))
@@ -324,6 +325,7 @@ class TurnRecorder:
                     await claim_and_record(db, self.session_id, ("waiting",), "processing", "permission decided")
         finally:
             state.permission_waiters.pop(request_id, None)
+            state.permission_sessions.pop(request_id, None)
         return verdict
 
     async def _time_out(self, request_id: uuid.UUID) -> Verdict:

@@ -128,7 +128,9 @@ async def query(
 
 
 @router.post("/{session_id}/interrupt")
-async def interrupt(s: OwnedSession, state: State) -> dict[str, Any]:
+async def interrupt(s: OwnedSession, db: DB, state: State) -> dict[str, Any]:
+    # Nothing to write here: end the transaction, so the turn can record its end while we wait on the agent.
+    await db.commit()
     interrupted = await service.interrupt(state, s.id)
     return {"id": str(s.id), "interrupted": interrupted}
 

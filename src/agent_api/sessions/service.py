@@ -105,9 +105,13 @@ async def interrupt(state: AppState, session_id: uuid.UUID) -> bool:
 
 
 async def stop_agent(state: AppState, session_id: uuid.UUID) -> None:
-    """Interrupt a running turn and end the live client."""
+    """Interrupt a running (or starting) turn, release its permission waits, and end the live client."""
+    await interrupt(state, session_id)
+    for request_id, owner in list(state.permission_sessions.items()):
+        waiter = state.permission_waiters.get(request_id)
+        if owner == session_id and waiter is not None and not waiter.done():
+            waiter.set_result(("deny", "the session was stopped"))
     if state.agents is not None:
-        await state.agents.interrupt(session_id)
         await state.agents.close(session_id)
 
 

@@ -71,6 +71,7 @@ async def start_query(db: AsyncSession, state: AppState, user: User, s: Session,
 
 def dispatch(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> asyncio.Task[None]:
     """Run the turn in this process (the embedded dispatcher)."""
+    state.interrupt_requested.discard(session_id)  # an interrupt aimed at an earlier turn is spent
     task = state.background.spawn(run_turn(state, session_id, turn_id, user_id), name=f"turn-{turn_id}")
     state.turn_tasks[session_id] = task
     task.add_done_callback(
@@ -84,7 +85,10 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
     async with state.db.transaction() as db:
         s = await repo.get_session(db, session_id)
         turn = await repo.get_turn(db, turn_id)
-        if s is None or turn is None or s.status != "processing":
+        if s is None or turn is None:
+            return
+        if s.status != "processing":  # paused or deleted before the turn started
+            turn.status, turn.finished_at = "interrupted", utcnow()
             return
         turn.status, turn.started_at = "running", utcnow()
         spec = spec_for(state, s)

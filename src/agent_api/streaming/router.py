@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 
@@ -24,6 +25,8 @@ router = APIRouter(tags=["streaming"])
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_BAD_REQUEST = 4400
+_SEQ = re.compile(r"[0-9]{1,18}")
 
 
 class StreamTicketRead(BaseModel):
@@ -77,7 +80,12 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         await ws.close(CLOSE_NOT_FOUND, "session not found")
         return
     after_raw = params.get("after_seq")
-    after_seq = int(after_raw) if after_raw is not None and after_raw.isdigit() else None
+    after_seq: int | None = None
+    if after_raw is not None:
+        if not _SEQ.fullmatch(after_raw):
+            await ws.close(CLOSE_BAD_REQUEST, "after_seq must be a whole number")
+            return
+        after_seq = int(after_raw)
     partial = params.get("partial") in ("1", "true")
     connection = StreamConnection(state, ws, user, sid)
     state.connections.add(connection)
