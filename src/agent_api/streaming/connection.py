@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -36,19 +37,22 @@ class StreamConnection:
         self.session_id = session_id
         self._send_lock = asyncio.Lock()
         self.last_sent = 0
+        # Watched by `_keeper` instead of a timer per send: this is the hot path of every event to every client.
+        self._sending_since: float | None = None
+        self._last_activity = time.monotonic()
 
     async def send(self, body: dict[str, Any]) -> None:
         await self.send_texts([json.dumps(body, default=str)])
 
     async def send_texts(self, texts: list[str]) -> None:
         async with self._send_lock:
+            self._sending_since = time.monotonic()
             try:
-                async with asyncio.timeout(self.state.settings.ws_send_timeout_s):
-                    for text in texts:
-                        await self.ws.send_text(text)
-            except TimeoutError:
-                # A stalled reader must not hold events for anyone else; it can resume from what it has.
-                raise _TooSlow() from None
+                for text in texts:
+                    await self.ws.send_text(text)
+            finally:
+                self._sending_since = None
+                self._last_activity = time.monotonic()
 
     async def run(self, after_seq: int | None, partial: bool) -> None:
         bus = self.state.require_bus()
@@ -58,9 +62,12 @@ class StreamConnection:
             await self.send(frame("connected", self.session_id, data))
             stream = EventStream(self.state, subscription, latest if after_seq is None else after_seq)
             self.last_sent = stream.last
-            pump = asyncio.create_task(self._pump(stream), name=f"ws-pump-{self.session_id}")
-            listen = asyncio.create_task(self._listen(), name=f"ws-listen-{self.session_id}")
-            done, pending = await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+            tasks = {
+                asyncio.create_task(self._pump(stream), name=f"ws-pump-{self.session_id}"),
+                asyncio.create_task(self._listen(), name=f"ws-listen-{self.session_id}"),
+                asyncio.create_task(self._keeper(), name=f"ws-keeper-{self.session_id}"),
+            }
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -83,16 +90,27 @@ class StreamConnection:
             await asyncio.wait_for(self.ws.close(code, reason), CLOSE_WAIT_S)
 
     async def _pump(self, stream: EventStream) -> None:
-        heartbeat = self.state.settings.ws_heartbeat_s
         while True:
-            batch = await stream.next_batch(heartbeat)
-            if batch is None:
-                await self.send(frame("heartbeat", self.session_id, {"latest_seq": self.last_sent}))
+            batch = await stream.next_batch()
+            if not batch:
                 continue
             await self.send_texts([event.frame_text for event in batch])
             sent = [event.seq for event in batch if event.seq is not None]
             if sent:
                 self.last_sent = sent[-1]
+
+    async def _keeper(self) -> None:
+        """Heartbeats on an idle line, and the end of a client that stopped reading."""
+        settings = self.state.settings
+        while True:
+            await asyncio.sleep(min(settings.ws_heartbeat_s, settings.ws_send_timeout_s, 1.0) / 2)
+            now = time.monotonic()
+            since = self._sending_since
+            if since is not None and now - since > settings.ws_send_timeout_s:
+                # A stalled reader must not hold events for anyone else; it can resume from what it has.
+                raise _TooSlow()
+            if since is None and now - self._last_activity >= settings.ws_heartbeat_s:
+                await self.send(frame("heartbeat", self.session_id, {"latest_seq": self.last_sent}))
 
     async def _listen(self) -> None:
         while True:

@@ -120,8 +120,8 @@ class EventStream:
             self.last = events[-1].seq  # type: ignore[assignment]
         return events
 
-    async def next_batch(self, idle_s: float) -> list[BusEvent] | None:
-        """The next events to send, or None when nothing happened within `idle_s` (time for a heartbeat)."""
+    async def next_batch(self, idle_s: float | None = None) -> list[BusEvent] | None:
+        """The next events to send, or None when nothing happened within `idle_s` (when given)."""
         while True:
             if self.sub.overflowed:
                 self.sub.overflowed = False
@@ -132,12 +132,14 @@ class EventStream:
                 if events:
                     return events
                 continue
-            try:
-                # asyncio.timeout, not wait_for: no extra task per event per subscriber on this hot path.
-                async with asyncio.timeout(idle_s):
-                    first = await self.sub.queue.get()
-            except TimeoutError:
-                return None
+            if idle_s is None:
+                first = await self.sub.queue.get()  # no timer on the hot path; the connection keeps time
+            else:
+                try:
+                    async with asyncio.timeout(idle_s):
+                        first = await self.sub.queue.get()
+                except TimeoutError:
+                    return None
             batch = [first]
             while len(batch) < LIVE_BATCH and not self.sub.queue.empty():
                 batch.append(self.sub.queue.get_nowait())
