@@ -31,11 +31,6 @@ class TaskRegistry:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def wait_idle(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        """Wait for the tasks running now to finish (used by tests and graceful shutdown)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-
     async def cancel_all(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         tasks = set(self._tasks)
         for task in tasks:

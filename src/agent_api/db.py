@@ -10,7 +10,6 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session as SyncSession
-from sqlalchemy.pool import NullPool
 
 # Execution option naming how a SQLite transaction begins; read-only work asks for "DEFERRED".
 SQLITE_BEGIN = "sqlite_begin"
@@ -30,11 +29,6 @@ def create_engine(url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = 1
     engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
     _configure_sqlite(engine, busy_timeout_ms)
     return engine
-
-
-def create_probe_engine(url: str) -> AsyncEngine:
-    """A pool-less engine for health checks: each probe opens a real connection."""
-    return create_async_engine(url, poolclass=NullPool)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:

@@ -84,10 +84,6 @@ class AgentStartError(Exception):
     pass
 
 
-class TurnInterrupted(Exception):
-    pass
-
-
 _CLOSE = object()
 
 

@@ -49,11 +49,6 @@ class AgentPool:
         self._agents[spec.session_id] = agent
         return agent
 
-    async def wait_ready(self, session_id: uuid.UUID) -> None:
-        agent = self._agents.get(session_id)
-        if agent is not None:
-            await agent.wait_ready()
-
     async def run_turn(
         self, spec: AgentSpec, prompt: str, observer: TurnObserver
     ) -> tuple[ResultMessage | None, LiveAgent]:
