@@ -11,22 +11,27 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from agent_api import __version__, migrate
+from agent_api.admin.router import router as admin_router
 from agent_api.auth import service as auth_service
 from agent_api.auth.router import router as auth_router
 from agent_api.config import Settings, get_settings
 from agent_api.errors import install_error_handlers
 from agent_api.logs import redact_server_logs
+from agent_api.mcp_servers.router import router as mcp_servers_router
 from agent_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from agent_api.monitoring.router import router as monitoring_router
+from agent_api.reports.router import router as reports_router
 from agent_api.runtime import endpoint as model_endpoint
 from agent_api.runtime.agent import RuntimeConfig
 from agent_api.runtime.pool import AgentPool
+from agent_api.session_templates.router import router as session_templates_router
 from agent_api.sessions import service as session_service
 from agent_api.sessions.router import router as sessions_router
 from agent_api.state import AppState
 from agent_api.streaming.bus import create_bus
 from agent_api.streaming.connection import CLOSE_SHUTDOWN
 from agent_api.streaming.router import router as streaming_router
+from agent_api.tasks.router import router as tasks_router
 
 log = logging.getLogger("agent_api")
 API_PREFIX = "/api/v1"
@@ -38,6 +43,11 @@ def _api_router() -> APIRouter:
     api.include_router(monitoring_router)
     api.include_router(sessions_router)
     api.include_router(streaming_router)
+    api.include_router(session_templates_router)
+    api.include_router(tasks_router)
+    api.include_router(reports_router)
+    api.include_router(mcp_servers_router)
+    api.include_router(admin_router)
     return api
 
 

@@ -1,0 +1,1 @@
+"""Admin-only views and user management."""

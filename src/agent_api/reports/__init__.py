@@ -1,0 +1,1 @@
+"""Reports of task executions and sessions: HTML, PDF and JSON."""

@@ -1,0 +1,1 @@
+"""Session templates: reusable, shareable session set-ups."""

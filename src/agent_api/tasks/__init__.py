@@ -1,0 +1,1 @@
+"""Tasks: prompt templates run on demand or on a cron schedule."""
