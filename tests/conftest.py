@@ -74,6 +74,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         "auto_migrate": False,
         "secret_key": TEST_SECRET,
         "log_format": "text",
+        # Tests drive schedulers themselves, with their own clocks.
+        "scheduler_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

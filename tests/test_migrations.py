@@ -74,7 +74,9 @@ def _model_diff(url: str) -> list[object]:
     engine = create_engine(migrate.sync_url(url))
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_name": migrate.compared_by_autogenerate}
+            )
             return list(compare_metadata(context, Base.metadata))
     finally:
         engine.dispose()

@@ -18,7 +18,9 @@ from agent_api.config import Settings, get_settings
 from agent_api.errors import install_error_handlers
 from agent_api.logs import redact_server_logs
 from agent_api.mcp_servers.router import router as mcp_servers_router
+from agent_api.metrics import HttpMetricsMiddleware
 from agent_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from agent_api.monitoring.prometheus import router as prometheus_router
 from agent_api.monitoring.router import router as monitoring_router
 from agent_api.reports.router import router as reports_router
 from agent_api.runtime import endpoint as model_endpoint
@@ -31,7 +33,9 @@ from agent_api.state import AppState
 from agent_api.streaming.bus import create_bus
 from agent_api.streaming.connection import CLOSE_SHUTDOWN
 from agent_api.streaming.router import router as streaming_router
+from agent_api.tasks import runner as task_runner
 from agent_api.tasks.router import router as tasks_router
+from agent_api.tasks.scheduler import Scheduler
 
 log = logging.getLogger("agent_api")
 API_PREFIX = "/api/v1"
@@ -82,10 +86,13 @@ async def _start(state: AppState) -> None:
     try:
         await auth_service.bootstrap_admin(state)
         await session_service.recover_after_restart(state)
+        await task_runner.recover_after_restart(state)
     except Exception:
         # The server still starts, so health can report the database as down.
         log.exception("start-up database work failed")
     await _start_runtime(state)
+    if state.settings.scheduler_enabled:
+        state.background.spawn(Scheduler(state).run(state.settings.scheduler_interval_s), name="task-scheduler")
 
 
 async def _stop(state: AppState) -> None:
@@ -136,5 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.metrics_enabled:
+        # Off the API prefix, where scrapers look; outside the body cap, so 413s are counted too.
+        app.include_router(prometheus_router)
+        app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -50,9 +50,37 @@ class Settings(BaseSettings):
     ws_heartbeat_s: float = 20.0
     ws_send_timeout_s: float = 10.0
 
+    # Costs, budgets, rate limits and metrics (issue 7). A user's own monthly budget wins over the default;
+    # None at both levels means unlimited.
+    default_monthly_budget_usd: float | None = Field(default=None, ge=0)
+    budget_warning_percent: float = Field(default=80.0, gt=0, le=100)
+    budget_turn_reserve_usd: float = Field(default=0.05, ge=0)
+    rate_limit_query_per_minute: int = Field(default=60, ge=0)
+    rate_limit_execute_per_minute: int = Field(default=20, ge=0)
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
+
+    # Task schedules: every process ticks; the (task, slot) key keeps each slot to one execution.
+    scheduler_enabled: bool = True
+    scheduler_interval_s: float = Field(default=15.0, gt=0)
+
     admin_username: str | None = None
     admin_password: str | None = None
     admin_email: str | None = None
+
+    # MCP servers: a stdio server runs a command on this host, so who may register one is a policy; remote URLs pass
+    # an SSRF check unless their host is on the admin's allowlist.
+    mcp_stdio: Literal["admin", "allowlist", "off"] = "admin"
+    mcp_stdio_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mcp_health_timeout_s: float = 15.0
+
+    @field_validator("mcp_stdio_allowlist", "mcp_allowed_hosts", mode="before")
+    @classmethod
+    def _split_mcp_lists(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

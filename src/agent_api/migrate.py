@@ -19,6 +19,12 @@ def sync_url(url: str) -> str:
     return url
 
 
+def compared_by_autogenerate(name: str | None, type_: str, parent_names: object) -> bool:
+    """Full-text search objects are database-specific (FTS5 tables, a GIN expression index) and live only in
+    the migrations; the model comparison skips them."""
+    return "_fts" not in (name or "")
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agent_api.auth.rate_limit import LoginLimiter
@@ -12,6 +14,9 @@ from agent_api.auth.security import JwtCodec
 from agent_api.background import TaskRegistry
 from agent_api.config import Settings
 from agent_api.db import Database
+from agent_api.metrics import AppMetrics
+from agent_api.models.base import utcnow
+from agent_api.monitoring.rate_limits import UserRateLimiter
 
 if TYPE_CHECKING:
     from agent_api.runtime.endpoint import ModelEndpoint
@@ -36,10 +41,16 @@ class AppState:
     permission_sessions: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # request id -> session id
     # Interrupts that arrived before their turn reached the agent.
     interrupt_requested: set[uuid.UUID] = field(default_factory=set)
+    # Task executions running in this process, by execution id.
+    execution_tasks: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
     draining: bool = False
     bus: EventBus | None = None
     # Open WebSocket stream connections, closed with 1012 on shutdown.
     connections: set[Any] = field(default_factory=set)
+    # Budget periods read the time here, so tests can move it to the next month.
+    clock: Callable[[], datetime] = utcnow
+    user_rates: UserRateLimiter = field(default_factory=UserRateLimiter)
+    metrics: AppMetrics = field(default_factory=AppMetrics)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:

@@ -336,16 +336,16 @@ def swap_for_link_while_walking(monkeypatch: pytest.MonkeyPatch, ws: Path, outsi
     """Replace ws/swap.txt by a link to the secret after the walk listed it as a regular file: the race an agent
     still running in the workdir could win against a download or fork."""
     (ws / "swap.txt").write_text("innocent")
-    real_walk = wd._walk
+    real_walk = wd.walk
 
-    def racing_walk(root: Path) -> Iterator[wd._Entry]:
+    def racing_walk(root: Path) -> Iterator[wd.Entry]:
         for entry in real_walk(root):
             if entry.arcname == "swap.txt":
                 (ws / "swap.txt").unlink()
                 (ws / "swap.txt").symlink_to(outside / "secret.txt")
             yield entry
 
-    monkeypatch.setattr(wd, "_walk", racing_walk)
+    monkeypatch.setattr(wd, "walk", racing_walk)
     monkeypatch.setattr(wd, "check_size", lambda path, max_bytes: (0, 0))  # so the racing walk is the reading one
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api.admin import audit
 from agent_api.auth import repository as repo
 from agent_api.auth import security
 from agent_api.auth.schemas import ApiKeyCreate, TokenPair
@@ -98,6 +99,13 @@ async def login(session: AsyncSession, state: AppState, login: str, password: st
     # A disabled account answers exactly like a wrong password: nothing to learn from probing.
     if not ok or user is None or not user.is_active:
         limiter.failed(login, client_ip)
+        audit.record_later(
+            state,
+            "auth.login_failed",
+            target_user_id=user.id if user is not None else None,
+            ip_address=client_ip,
+            details={"login": login[:320]},
+        )
         raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
     limiter.succeeded(login)
     now = utcnow()
@@ -125,6 +133,14 @@ async def refresh(session: AsyncSession, state: AppState, refresh_token: str) ->
         raise Unauthorized("Refresh token revoked or expired", code="invalid_token")
     if claims.jti != family.current_jti:
         family.revoked_at, family.revoked_reason = now, "reuse"
+        audit.record(
+            session,
+            "auth.refresh_reused",
+            actor_id=family.user_id,
+            target_user_id=family.user_id,
+            target_type="refresh_token_family",
+            target_id=family.id,
+        )
         await session.flush()
         log.warning("refresh token reuse detected; family %s revoked", family.id)
         raise Unauthorized(

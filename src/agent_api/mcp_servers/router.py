@@ -1,7 +1,135 @@
-"""HTTP routes of mcp servers."""
+"""`/mcp-servers`: the 9 MCP server endpoints. Static paths come before `/{server_id}`."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from pydantic import ValidationError
+
+from agent_api.auth.deps import CurrentUser
+from agent_api.deps import DB, State
+from agent_api.errors import ValidationFailed
+from agent_api.mcp_servers import catalogue, desktop, service
+from agent_api.mcp_servers import repository as repo
+from agent_api.mcp_servers.deps import CreateBody, DesktopDocument, VisibleServer
+from agent_api.mcp_servers.schemas import (
+    FromTemplate,
+    HealthCheckRead,
+    ImportResult,
+    McpServerCreate,
+    McpServerPage,
+    McpServerRead,
+    McpServerUpdate,
+    ServerType,
+    TemplateList,
+    ToolInfo,
+)
+from agent_api.models.base import utcnow
+from agent_api.pagination import Pagination, fetch_page
 
 router = APIRouter(prefix="/mcp-servers", tags=["mcp servers"])
+
+
+@router.get("/templates", response_model=TemplateList)
+async def list_templates(user: CurrentUser) -> TemplateList:
+    items = list(catalogue.TEMPLATES.values())
+    return TemplateList(items=items, total=len(items))
+
+
+@router.post(
+    "/import",
+    response_model=ImportResult,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"type": "object", "properties": {"mcpServers": {"type": "object"}}}},
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                },
+            }
+        }
+    },
+)
+async def import_servers(
+    user: CurrentUser, document: DesktopDocument, db: DB, state: State, override_existing: bool = False
+) -> ImportResult:
+    try:
+        return await desktop.import_config(db, state, user, document, override_existing=override_existing)
+    except desktop.ImportFormatError as exc:
+        raise ValidationFailed(str(exc), code="invalid_config_format") from exc
+
+
+@router.get("/export")
+async def export_servers(
+    user: CurrentUser, db: DB, state: State, include_global: bool = False, include_secrets: bool = False
+) -> dict[str, Any]:
+    return await desktop.export_config(db, state, user, include_global=include_global, include_secrets=include_secrets)
+
+
+@router.get("", response_model=McpServerPage)
+async def list_servers(
+    user: CurrentUser,
+    db: DB,
+    params: Pagination,
+    server_type: ServerType | None = None,
+    is_enabled: bool | None = None,
+) -> McpServerPage:
+    rows, total = await fetch_page(
+        db, repo.list_visible(user.id, server_type=server_type, is_enabled=is_enabled), params
+    )
+    return McpServerPage.build([McpServerRead.model_validate(r) for r in rows], total, params)
+
+
+@router.post("", response_model=McpServerRead, status_code=status.HTTP_201_CREATED)
+async def create_server(user: CurrentUser, body: CreateBody, db: DB, state: State) -> McpServerRead:
+    if isinstance(body, FromTemplate):
+        try:
+            body = McpServerCreate.model_validate(catalogue.fill(body))
+        except (catalogue.TemplateError, ValidationError) as exc:
+            message = str(exc) if isinstance(exc, catalogue.TemplateError) else "The filled template is invalid"
+            raise ValidationFailed(message, code="invalid_template_values") from exc
+    return McpServerRead.model_validate(await service.create(db, state, user, body))
+
+
+@router.get("/{server_id}", response_model=McpServerRead)
+async def get_server(server: VisibleServer) -> McpServerRead:
+    return McpServerRead.model_validate(server)
+
+
+@router.patch("/{server_id}", response_model=McpServerRead)
+async def update_server(
+    server: VisibleServer, body: McpServerUpdate, user: CurrentUser, db: DB, state: State
+) -> McpServerRead:
+    return McpServerRead.model_validate(await service.update(db, state, user, server, body))
+
+
+@router.delete("/{server_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_server(
+    server: VisibleServer, user: CurrentUser, db: DB, state: State, force: Annotated[bool, Query()] = False
+) -> None:
+    await service.delete(db, state, user, server, force=force)
+
+
+@router.post("/{server_id}/health-check", response_model=HealthCheckRead)
+async def health_check(server: VisibleServer, db: DB, state: State) -> HealthCheckRead:
+    service.ensure_runnable(state, server)
+    server_id, server_type, config = server.id, server.server_type, service.revealed_config(state, server)
+    # The check can take seconds: the request's write transaction ends first, and the result is written after.
+    await db.commit()
+    result = await service.run_health_check(state, server_type, config)
+    async with state.db.transaction() as fresh:
+        await service.record_health(fresh, server_id, result)
+    return HealthCheckRead(
+        server_id=server_id,
+        status="healthy" if result.status == "healthy" else "unhealthy",
+        checked_at=utcnow(),
+        latency_ms=result.latency_ms,
+        server_name=result.server_name,
+        server_version=result.server_version,
+        protocol_version=result.protocol_version,
+        tools=[ToolInfo.model_validate(t) for t in result.tools],
+        resources=result.resources,
+        prompts=result.prompts,
+        error=result.error,
+    )

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from agent_api.migrate import compared_by_autogenerate
 from agent_api.models import Base
 
 # An arbitrary constant: replicas starting together queue on it instead of racing through DDL.
@@ -22,6 +23,7 @@ def run_migrations() -> None:
             target_metadata=Base.metadata,
             render_as_batch=is_sqlite,
             compare_type=True,
+            include_name=compared_by_autogenerate,
         )
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":

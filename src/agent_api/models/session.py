@@ -31,6 +31,8 @@ class Session(IdMixin, TimestampMixin, Base):
     permission_mode: Mapped[str] = mapped_column(String(32), default="default")
     sdk_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     mcp_server_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Each attached MCP server's connection status as the agent's last init message reported it ([{name, status}]).
+    mcp_status: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     parent_session_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sessions.id", ondelete="SET NULL"))
     is_fork: Mapped[bool] = mapped_column(default=False)

@@ -26,6 +26,8 @@ class User(IdMixin, TimestampMixin, Base):
     total_cost_usd: Mapped[float] = mapped_column(Numeric(14, 6, asdecimal=False), default=0)
     total_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     total_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # USD per calendar month (UTC); None falls back to the configured default, and None there means unlimited.
+    monthly_budget_usd: Mapped[float | None] = mapped_column(Numeric(14, 6, asdecimal=False))
 
     @property
     def is_admin(self) -> bool:

@@ -1,17 +1,20 @@
-"""`/monitoring`: health (no auth). Costs and metrics join it with their issues."""
+"""`/monitoring`: health (no auth); costs, budgets and session metrics (the user themself, or an admin)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from agent_api import __version__
-from agent_api.deps import State
+from agent_api.auth.deps import CurrentUser
+from agent_api.deps import DB, State
 from agent_api.errors import error_body, request_id_of
-from agent_api.monitoring import health
+from agent_api.monitoring import costs, health, service
+from agent_api.monitoring.schemas import BudgetRead, CostReport, GroupBy, Period, SessionMetrics
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
@@ -51,3 +54,30 @@ async def health_sdk(request: Request, state: State) -> JSONResponse:
 @router.get("/health/storage")
 async def health_storage(request: Request, state: State) -> JSONResponse:
     return await _single(request, state, "storage")
+
+
+@router.get("/costs/user/{user_id}", response_model=CostReport)
+async def user_costs(
+    user_id: uuid.UUID,
+    caller: CurrentUser,
+    db: DB,
+    state: State,
+    period: Period | None = None,
+    start: Annotated[datetime | None, Query(description="Inclusive; ISO 8601, UTC when no offset is given")] = None,
+    end: Annotated[datetime | None, Query(description="Exclusive; defaults to now")] = None,
+    group_by: GroupBy = "day",
+) -> CostReport:
+    await costs.readable_user(db, caller, user_id)
+    chosen, begin, finish = costs.resolve_range(state.clock(), period, start, end)
+    return await costs.cost_report(db, user_id, chosen, begin, finish, group_by)
+
+
+@router.get("/costs/budget/{user_id}", response_model=BudgetRead)
+async def user_budget(user_id: uuid.UUID, caller: CurrentUser, db: DB, state: State) -> BudgetRead:
+    user = await costs.readable_user(db, caller, user_id)
+    return await service.budget_of(db, state, user)
+
+
+@router.get("/metrics/session/{session_id}", response_model=SessionMetrics)
+async def session_metrics(session_id: uuid.UUID, caller: CurrentUser, db: DB, state: State) -> SessionMetrics:
+    return await service.session_metrics(db, state, caller, session_id)

@@ -1,7 +1,67 @@
-"""HTTP routes of reports."""
+"""`/reports`: list, read and download reports; `POST /sessions/{id}/report` makes one for any session."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, status
+from fastapi.responses import Response
+
+from agent_api.auth.deps import CurrentUser
+from agent_api.deps import DB, State
+from agent_api.pagination import Page, Pagination
+from agent_api.reports import service
+from agent_api.reports.deps import OwnedReport
+from agent_api.reports.schemas import ReportCreate, ReportDetailRead, ReportFilters, ReportRead
+from agent_api.sessions.deps import OwnedSession
 
 router = APIRouter(tags=["reports"])
+
+
+@cache
+def _published_schema() -> dict[str, Any]:
+    text = resources.files("agent_api.reports").joinpath("report.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@router.get("/reports", response_model=Page[ReportRead])
+async def list_reports(
+    user: CurrentUser,
+    db: DB,
+    params: Pagination,
+    filters: Annotated[ReportFilters, Query()],
+) -> Page[ReportRead]:
+    return await service.list_reports(db, user, filters, params)
+
+
+# Declared before /reports/{report_id}, which would otherwise take "schema" for an id.
+@router.get("/reports/schema", response_class=Response)
+async def report_schema(user: CurrentUser) -> Response:
+    """The JSON Schema of a report's structured data (`data`, and the JSON download)."""
+    return Response(json.dumps(_published_schema(), indent=2), media_type="application/schema+json")
+
+
+@router.get("/reports/{report_id}", response_model=ReportDetailRead)
+async def get_report(report: OwnedReport) -> ReportDetailRead:
+    return ReportDetailRead.model_validate(report)
+
+
+@router.get("/reports/{report_id}/download", response_class=Response)
+async def download_report(report: OwnedReport, db: DB, fmt: Annotated[str, Query(alias="format")] = "html") -> Response:
+    download = service.prepare_download(report, fmt)
+    # A PDF can take seconds to render: hold no database connection meanwhile.
+    await db.commit()
+    body = await service.render_download(download)
+    headers = {"Content-Disposition": f'attachment; filename="{download.filename}"'}
+    return Response(body, media_type=download.media_type, headers=headers)
+
+
+@router.post("/sessions/{session_id}/report", response_model=ReportDetailRead, status_code=status.HTTP_201_CREATED)
+async def create_session_report(
+    s: OwnedSession, user: CurrentUser, db: DB, state: State, body: Annotated[ReportCreate | None, Body()] = None
+) -> ReportDetailRead:
+    report = await service.create_report(db, state, s.id, user_id=user.id, title=body.title if body else None)
+    return ReportDetailRead.model_validate(report)

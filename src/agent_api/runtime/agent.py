@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ class AgentSpec:
     fork_session: bool = False
     resume_session_at: str | None = None
     max_budget_usd: float | None = None
+    # SDK server configs by name (secrets decrypted), as `ClaudeAgentOptions.mcp_servers` takes them.
+    mcp_servers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class LiveAgent:
         self.spec = spec
         self.config = config
         self.sdk_session_id: str | None = spec.resume
+        # What the session had spent when this process started: the CLI counts `max_budget_usd` from there.
+        # Set by whoever applies budgets; None when unknown.
+        self.budget_baseline_usd: float | None = None
         self.last_used = time.monotonic()
         self.busy = False
         self.interrupted = False
@@ -118,6 +125,7 @@ class LiveAgent:
             max_turns=spec.max_turns,
             max_thinking_tokens=spec.max_thinking_tokens,
             max_budget_usd=spec.max_budget_usd,
+            mcp_servers=self._mcp_config_file(),
             resume=spec.resume,
             fork_session=spec.fork_session,
             resume_session_at=spec.resume_session_at,
@@ -136,6 +144,20 @@ class LiveAgent:
             include_partial_messages=True,
             stderr=self._on_stderr,
         )
+
+    @property
+    def _mcp_file(self) -> Path:
+        return self.config.config_dir / f"mcp-{self.spec.session_id}.json"
+
+    def _mcp_config_file(self) -> Path | dict[str, Any]:
+        """MCP servers reach the CLI in a 0600 file: on its command line their secrets would be in `ps` output."""
+        if not self.spec.mcp_servers:
+            return {}
+        self._mcp_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._mcp_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"mcpServers": self.spec.mcp_servers}, f)
+        return self._mcp_file
 
     def _on_stderr(self, line: str) -> None:
         self._stderr.append(line)
@@ -217,6 +239,8 @@ class LiveAgent:
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            self._mcp_file.unlink(missing_ok=True)  # the CLI read it at start-up
         self._client = client
         self._ready.set()
         try:

@@ -9,6 +9,7 @@ Directives, one per line of the prompt (``<system-reminder>`` blocks the CLI add
 - ``write PATH: TEXT``   a ``Write`` tool call (TEXT is the rest of the line; a relative PATH is made absolute
   against the working directory the CLI reports in its environment block)
 - ``read PATH``          a ``Read`` tool call
+- ``mcp SERVER TOOL {json}``  a call of MCP tool ``mcp__SERVER__TOOL`` with that JSON object as input
 - ``sleep: N``           the text answer streams over N seconds, so a turn can be interrupted
 - ``recall``             answers with the first user prompt of the conversation (checks resume)
 
@@ -43,6 +44,7 @@ _RUN_RE = re.compile(r"run:\s*(.+)", re.IGNORECASE)
 _WRITE_RE = re.compile(r"write\s+(\S+?):\s?(.*)", re.IGNORECASE)
 _READ_RE = re.compile(r"read\s+(\S+)", re.IGNORECASE)
 _SLEEP_RE = re.compile(r"sleep:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_MCP_RE = re.compile(r"mcp\s+([\w-]+)\s+([\w-]+)\s+(\{.*\})", re.IGNORECASE)
 # Text the CLI itself puts into user messages; never a directive or part of the user's prompt.
 _REMINDER_RE = re.compile(r"<system-reminder>.*?(</system-reminder>|$)", re.DOTALL)
 _INTERRUPT_MARK = "[Request interrupted"
@@ -138,7 +140,16 @@ def _tool_calls(prompt: str, cwd: str | None) -> list[tuple[str, dict[str, Any]]
             calls.append(("Write", {"file_path": _absolute(m.group(1), cwd), "content": m.group(2)}))
         elif m := _READ_RE.fullmatch(line):
             calls.append(("Read", {"file_path": _absolute(m.group(1), cwd)}))
+        elif (m := _MCP_RE.fullmatch(line)) and isinstance(tool_input := _json_object(m.group(3)), dict):
+            calls.append((f"mcp__{m.group(1)}__{m.group(2)}", tool_input))
     return calls
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None  # not a directive after all: the line stays plain prompt text
 
 
 def _fill_schema(schema: dict[str, Any], text: str) -> Any:

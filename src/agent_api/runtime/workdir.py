@@ -94,8 +94,18 @@ def resolve_inside(base: Path, candidate: str) -> Path | None:
     return Path(resolved) if _is_within(resolved, root) else None
 
 
+def write_seed_files(root: Path, files: list[dict[str, str]]) -> None:
+    """Place a template's seed files in a fresh working directory; a path that would leave it is skipped."""
+    for seed in files:
+        target = resolve_inside(root, seed["path"])
+        if target is None or target == Path(os.path.realpath(root)):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(seed.get("content", ""), encoding="utf-8")
+
+
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
     arcname: str
     kind: _Kind
     st: os.stat_result
@@ -104,7 +114,7 @@ class _Entry:
     dir_fd: int  # the parent, open while this entry is being handled
 
 
-def _walk(root: Path) -> Iterator[_Entry]:
+def walk(root: Path) -> Iterator[Entry]:
     """Every dir, file and link below root, parents first. fwalk does not descend into links to directories."""
     for dirpath, dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
         dirnames.sort()
@@ -118,10 +128,10 @@ def _walk(root: Path) -> Iterator[_Entry]:
                 continue  # removed since it was listed
             if kind is not None:
                 arcname = name if rel == "." else f"{rel}/{name}"
-                yield _Entry(arcname, kind, st, linkname, name, dir_fd)
+                yield Entry(arcname, kind, st, linkname, name, dir_fd)
 
 
-def _open_file(entry: _Entry) -> IO[bytes] | None:
+def _open_file(entry: Entry) -> IO[bytes] | None:
     # Opening relative to the parent's fd with O_NOFOLLOW means a file (or directory) replaced by a link since the
     # listing is not read through; O_NONBLOCK keeps a fifo swapped in from blocking the open.
     try:
@@ -142,7 +152,7 @@ def _mode(st: os.stat_result) -> int:
 def dir_stats(path: Path) -> tuple[int, int]:
     """(bytes in regular files, count of regular files and symlinks); links count as files of size 0."""
     total = count = 0
-    for entry in _walk(path):
+    for entry in walk(path):
         if entry.kind != "dir":
             total += entry.st.st_size if entry.kind == "file" else 0
             count += 1
@@ -157,7 +167,7 @@ def check_size(path: Path, max_bytes: int) -> tuple[int, int]:
     return total, count
 
 
-def _tarinfo(entry: _Entry) -> tarfile.TarInfo:
+def _tarinfo(entry: Entry) -> tarfile.TarInfo:
     info = tarfile.TarInfo(entry.arcname)
     info.type = _TAR_TYPES[entry.kind]
     info.mode = _mode(entry.st)
@@ -175,7 +185,7 @@ def _write_tree(out: IO[bytes], root: Path, max_bytes: int, chunk_size: int = _C
     used = count = 0
     # In stream mode bufsize is the size of the pieces handed to out.write (the last ones may differ).
     with tarfile.open(fileobj=out, mode="w|gz", bufsize=chunk_size) as tar:
-        for entry in _walk(root):
+        for entry in walk(root):
             info = _tarinfo(entry)
             if entry.kind != "file":
                 tar.addfile(info)
@@ -263,7 +273,7 @@ async def stream_tar_gz(path: Path, max_bytes: int, chunk_size: int = _CHUNK) ->
 
 def _copy_tree(src: Path, dst: Path, max_bytes: int) -> None:
     used, dir_modes = 0, []
-    for entry in _walk(src):
+    for entry in walk(src):
         target = dst / entry.arcname
         if entry.kind == "dir":
             os.mkdir(target, 0o700)

@@ -4,6 +4,7 @@ snapshot, the `result` event and the status back to `active`; or the failure tha
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from claude_agent_sdk import ResultMessage
 from sqlalchemy import update
@@ -11,9 +12,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.models import MetricsSnapshot, Session, User
 from agent_api.models.base import utcnow
+from agent_api.monitoring import budgets
 from agent_api.sessions import repository as repo
 from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.jsonable import jsonable
+from agent_api.state import AppState
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    status: str
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
 
 
 async def record_result(
@@ -23,12 +34,12 @@ async def record_result(
     user_id: uuid.UUID,
     result: ResultMessage | None,
     interrupted: bool,
-) -> None:
+) -> TurnOutcome | None:
     now = utcnow()
     turn = await repo.get_turn(db, turn_id)
     session = await repo.get_session(db, session_id)
     if turn is None or session is None:
-        return
+        return None
     usage = dict(result.usage or {}) if result else {}
     input_tokens = int(usage.get("input_tokens") or 0)
     output_tokens = int(usage.get("output_tokens") or 0)
@@ -113,6 +124,23 @@ async def record_result(
         },
     )
     await claim_and_record(db, session_id, ("processing", "waiting"), "active", f"turn {turn.status}")
+    return TurnOutcome(turn.status, cost, input_tokens, output_tokens)
+
+
+async def warn_budget(
+    db: AsyncSession, state: AppState, session_id: uuid.UUID, user_id: uuid.UUID, cost: float
+) -> bool:
+    """A `budget_warning` event on the session's stream when this turn took the month past the warning level.
+
+    Runs after the user row was updated in this transaction (which holds its lock on PostgreSQL), so two turns
+    finishing at once cannot both miss, or both send, the warning.
+    """
+    user = await db.get(User, user_id)
+    data = await budgets.warn_if_crossed(db, state, user_id, cost, user.monthly_budget_usd if user else None)
+    if data is None:
+        return False
+    await append_event(db, session_id, "budget_warning", data)
+    return True
 
 
 async def record_failure(

@@ -16,12 +16,13 @@ from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, To
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api.admin import audit
 from agent_api.models import HookRun, Message, PermissionRequest, Session, ToolCall
 from agent_api.models.base import utcnow
 from agent_api.runtime.agent import HookRecord
 from agent_api.runtime.permissions import Verdict, input_summary
 from agent_api.sessions import repository as repo
-from agent_api.sessions.accounting import record_failure, record_result
+from agent_api.sessions.accounting import record_failure, record_result, warn_budget
 from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.jsonable import jsonable
 from agent_api.state import AppState
@@ -118,6 +119,12 @@ class TurnRecorder:
         values: dict[str, Any] = {"sdk_session_id": data.get("session_id")}
         if data.get("model"):
             values["model"] = data["model"]
+        if isinstance(data.get("mcp_servers"), list):
+            values["mcp_status"] = [
+                {"name": str(m.get("name")), "status": str(m.get("status"))}
+                for m in data["mcp_servers"]
+                if isinstance(m, dict)
+            ]
         async with self._transaction() as db:
             await db.execute(
                 update(Session)
@@ -168,6 +175,8 @@ class TurnRecorder:
                     },
                 )
             await repo.add_totals(db, self.session_id, message_count=1, tool_call_count=len(tool_uses))
+        for use in tool_uses:
+            self.state.metrics.tool_calls.labels(use.name).inc()
 
     async def _on_user(self, message: UserMessage) -> None:
         content = message.content
@@ -271,6 +280,8 @@ class TurnRecorder:
             decided_at=when,
         )
         db.add(request)
+        if verdict.decision == "deny":
+            self._audit_denial(db, tool_name, tool_use_id, verdict)
         await db.flush()
         await append_event(
             db,
@@ -321,12 +332,26 @@ class TurnRecorder:
             except TimeoutError:
                 verdict = await self._time_out(request_id)
             async with state.db.transaction() as db:
+                if verdict.decision == "deny":
+                    self._audit_denial(db, tool_name, tool_use_id, verdict)
                 if not await repo.pending_permissions(db, self.session_id):
                     await claim_and_record(db, self.session_id, ("waiting",), "processing", "permission decided")
         finally:
             state.permission_waiters.pop(request_id, None)
             state.permission_sessions.pop(request_id, None)
         return verdict
+
+    def _audit_denial(self, db: AsyncSession, tool_name: str, tool_use_id: str | None, verdict: Verdict) -> None:
+        details = {"tool": tool_name, "tool_use_id": tool_use_id, "decided_by": verdict.decided_by}
+        audit.record(
+            db,
+            "permission.denied",
+            actor_id=self.user_id,
+            target_user_id=self.user_id,
+            target_type="session",
+            target_id=self.session_id,
+            details={**details, "reason": verdict.reason, "turn_id": str(self.turn_id)},
+        )
 
     async def _time_out(self, request_id: uuid.UUID) -> Verdict:
         async with self._transaction() as db:
@@ -353,9 +378,18 @@ class TurnRecorder:
     # --- the end of the turn -------------------------------------------------------------------------
 
     async def finish(self, result: ResultMessage | None, interrupted: bool) -> None:
+        warned = False
         async with self._transaction() as db:
-            await record_result(db, self.session_id, self.turn_id, self.user_id, result, interrupted)
+            outcome = await record_result(db, self.session_id, self.turn_id, self.user_id, result, interrupted)
+            if outcome is not None:
+                warned = await warn_budget(db, self.state, self.session_id, self.user_id, outcome.cost_usd)
+        if outcome is not None:  # counted once committed
+            metrics = self.state.metrics
+            metrics.record_turn(outcome.status, outcome.input_tokens, outcome.output_tokens, outcome.cost_usd)
+            if warned:
+                metrics.budget_warnings.inc()
 
     async def fail(self, error: BaseException, *, start_failed: bool) -> None:
         async with self._transaction() as db:
             await record_failure(db, self.session_id, self.turn_id, error, start_failed=start_failed)
+        self.state.metrics.record_turn("failed", 0, 0, 0.0)

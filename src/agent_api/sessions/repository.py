@@ -156,6 +156,10 @@ async def tool_counts(
     return {name: int(n) for name, n, _ in rows}, sum(int(e or 0) for _, _, e in rows)
 
 
+def turns_of(session_id: uuid.UUID) -> Select[Turn]:
+    return select(Turn).where(Turn.session_id == session_id).order_by(Turn.created_at, Turn.id)
+
+
 async def get_turn(db: AsyncSession, turn_id: uuid.UUID) -> Turn | None:
     return await db.get(Turn, turn_id)
 

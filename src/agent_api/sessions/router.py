@@ -43,7 +43,13 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 @router.post("", response_model=SessionRead, status_code=status.HTTP_201_CREATED)
 async def create_session(body: SessionCreate, user: CurrentUser, db: DB, state: State) -> SessionRead:
-    s = await service.create_session(db, state, user, body)
+    created = await service.create_session(db, state, user, body)
+    s = created.session
+    if created.initial_message:
+        turn, _ = await turns.start_query(db, state, user, s, created.initial_message)
+        await db.commit()
+        turns.dispatch(state, s.id, turn.id, user.id)
+        return SessionRead.model_validate(s)
     # Published before the agent starts, so its status updates find the row.
     await db.commit()
     turns.warm(state, s)

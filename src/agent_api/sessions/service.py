@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import Message, PermissionRequest, Session, SessionArchive, User
 from agent_api.models.base import utcnow
 from agent_api.runtime import workdir
 from agent_api.runtime.agent import AgentSpec
+from agent_api.session_templates import service as template_service
 from agent_api.sessions import repository as repo
 from agent_api.sessions.events import append_event, change_status, record_status_change
 from agent_api.sessions.schemas import CurrentMetrics, ForkRequest, PermissionAnswer, SessionCreate
@@ -57,26 +60,35 @@ def spec_for(state: AppState, s: Session) -> AgentSpec:
     )
 
 
-async def create_session(db: AsyncSession, state: AppState, user: User, body: SessionCreate) -> Session:
+@dataclass(frozen=True)
+class CreatedSession:
+    session: Session
+    # A template's opening message, to be sent as the session's first query.
+    initial_message: str | None = None
+
+
+async def create_session(db: AsyncSession, state: AppState, user: User, body: SessionCreate) -> CreatedSession:
+    seed_files: list[dict[str, str]] = []
+    initial_message = None
     if body.template_id is not None:
-        raise ValidationFailed(
-            "Unknown template", code="template_not_found", details={"template_id": str(body.template_id)}
-        )
-    if body.mcp_server_ids:
-        raise ValidationFailed("Unknown MCP server", code="mcp_server_not_found")
+        applied = await template_service.apply_to_session(db, user, body)
+        body, seed_files = applied.settings, applied.template.seed_files
+        initial_message = applied.template.initial_message
+    mcp_server_ids = await mcp_service.check_attachable(db, user, body.mcp_server_ids)
     s = Session(
         id=uuid.uuid4(),
         user_id=user.id,
         name=body.name,
         description=body.description,
         status="created",
+        template_id=body.template_id,
         system_prompt=body.system_prompt,
         allowed_tools=body.allowed_tools,
         disallowed_tools=body.disallowed_tools,
         blocked_commands=body.blocked_commands,
         permission_mode=body.permission_mode,
         sdk_options=body.sdk_options.model_dump(exclude_none=True),
-        mcp_server_ids=[],
+        mcp_server_ids=[str(i) for i in mcp_server_ids],
         meta=body.metadata,
         model=body.sdk_options.model or (state.endpoint.model if state.endpoint else None),
     )
@@ -84,7 +96,9 @@ async def create_session(db: AsyncSession, state: AppState, user: User, body: Se
     await db.flush()
     await record_status_change(db, s.id, None, "created", "session created")
     await asyncio.to_thread(workdir.create_workdir, workdir_of(state, s.id))
-    return s
+    if seed_files:
+        await asyncio.to_thread(workdir.write_seed_files, workdir_of(state, s.id), seed_files)
+    return CreatedSession(s, initial_message)
 
 
 async def get_owned(db: AsyncSession, user: User, session_id: uuid.UUID) -> Session:

@@ -9,9 +9,12 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import Conflict, ServiceUnavailable
+from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import Message, Session, Turn, User
 from agent_api.models.base import utcnow
-from agent_api.runtime.agent import AgentStartError
+from agent_api.monitoring.budgets import agent_budget_fits, ensure_within_budget, turn_allowance
+from agent_api.monitoring.rate_limits import check_user_rate
+from agent_api.runtime.agent import AgentSpec, AgentStartError
 from agent_api.sessions import repository as repo
 from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.recorder import TurnRecorder, message_payload
@@ -42,6 +45,10 @@ async def start_query(db: AsyncSession, state: AppState, user: User, s: Session,
         raise ServiceUnavailable("The server is shutting down", code="shutting_down")
     if s.status not in QUERYABLE:
         raise _refuse(s.status)
+    check_user_rate(state, user.id, "query")
+    # Before anything is flushed: a refusal leaves nothing behind. The turn row added below is what the
+    # next concurrent check counts as in flight.
+    await ensure_within_budget(db, state, user.id)
     if await claim_and_record(db, s.id, QUERYABLE, "processing", "query received") is None:
         await db.refresh(s)
         raise _refuse(s.status)
@@ -92,13 +99,18 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
             return
         turn.status, turn.started_at = "running", utcnow()
         spec = spec_for(state, s)
+        attached_mcp = await mcp_service.load_attached(db, state, s.user_id, s.mcp_server_ids or [])
+        spec.max_budget_usd = await turn_allowance(db, state, user_id, turn_id)
+        session_spent = float(s.total_cost_usd or 0)
         prompt = turn.prompt
+    spec.mcp_servers = await mcp_service.sdk_configs(state, attached_mcp)  # outside the transaction: may resolve DNS
     recorder = TurnRecorder(state, session_id, turn_id, user_id)
     if session_id in state.interrupt_requested:
         state.interrupt_requested.discard(session_id)
         await recorder.finish(None, interrupted=True)
         return
     try:
+        await _apply_budget(state, spec, session_spent)
         result, agent = await pool.run_turn(spec, prompt, recorder)
     except AgentStartError as exc:
         log.warning("agent for session %s failed to start: %s", session_id, exc)
@@ -111,12 +123,37 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
     await recorder.finish(result, interrupted=agent.interrupted)
 
 
+async def _apply_budget(state: AppState, spec: AgentSpec, session_spent: float) -> None:
+    """The agent CLI reads `--max-budget-usd` only when it starts, and counts spend from then on: a live client
+    whose budget no longer matches this turn's allowance is restarted (the conversation resumes)."""
+    pool = state.require_agents()
+    agent = pool.warm(spec)
+    if agent.spec is spec or not agent_budget_fits(agent, spec.max_budget_usd, session_spent):
+        if agent.spec is not spec:
+            await pool.close(spec.session_id)
+            agent = pool.warm(spec)
+        agent.budget_baseline_usd = session_spent
+
+
 def warm(state: AppState, s: Session) -> None:
     """Start the session's agent process now, so the first message does not wait for it."""
     if state.agents is None or state.draining:
         return
+    if s.mcp_server_ids:
+        spawned = _warm_with_mcp(state, spec_for(state, s), s.user_id, list(s.mcp_server_ids))
+        state.background.spawn(spawned, name=f"warm-{s.id}")
+        return
     agent = state.agents.warm(spec_for(state, s))
     state.background.spawn(_record_warm_up(state, s.id, agent.wait_ready()), name=f"warm-{s.id}")
+
+
+async def _warm_with_mcp(state: AppState, spec: AgentSpec, user_id: uuid.UUID, server_ids: list[str]) -> None:
+    """Warm-up for a session with MCP servers: their configs are loaded first, so the agent starts with them."""
+    async with state.db.transaction(readonly=True) as db:
+        attached = await mcp_service.load_attached(db, state, user_id, server_ids)
+    spec.mcp_servers = await mcp_service.sdk_configs(state, attached)
+    agent = state.require_agents().warm(spec)
+    await _record_warm_up(state, spec.session_id, agent.wait_ready())
 
 
 async def _record_warm_up(state: AppState, session_id: uuid.UUID, ready: asyncio.Future[None] | object) -> None:

@@ -1,7 +1,97 @@
-"""HTTP routes of tasks."""
+"""`/tasks`: the 8 task endpoints of the inventory, plus cancelling an execution."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+
+from agent_api import idempotency
+from agent_api.auth.deps import CurrentUser
+from agent_api.deps import DB, State
+from agent_api.models.task import EXECUTION_STATUSES
+from agent_api.monitoring.budgets import ensure_within_budget
+from agent_api.monitoring.rate_limits import check_user_rate
+from agent_api.pagination import Page, Pagination, fetch_page
+from agent_api.tasks import repository as repo
+from agent_api.tasks import runner, service
+from agent_api.tasks.deps import OwnedExecution, OwnedTask
+from agent_api.tasks.schemas import ExecuteRequest, ExecutionRead, TaskCreate, TaskRead, TaskUpdate
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+ExecutionStatus = Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(EXECUTION_STATUSES) + ")$")]
+
+
+@router.get("/executions/{execution_id}", response_model=ExecutionRead)
+async def get_execution(execution: OwnedExecution) -> ExecutionRead:
+    return ExecutionRead.model_validate(execution)
+
+
+@router.post("/executions/{execution_id}/cancel", response_model=ExecutionRead)
+async def cancel_execution(execution: OwnedExecution, db: DB, state: State) -> ExecutionRead:
+    return ExecutionRead.model_validate(await runner.cancel(db, state, execution))
+
+
+@router.post("", response_model=TaskRead, status_code=status.HTTP_201_CREATED)
+async def create_task(body: TaskCreate, user: CurrentUser, db: DB) -> TaskRead:
+    return TaskRead.model_validate(await service.create(db, user, body))
+
+
+@router.get("", response_model=Page[TaskRead])
+async def list_tasks(
+    user: CurrentUser,
+    db: DB,
+    params: Pagination,
+    is_scheduled: bool | None = None,
+    tag: Annotated[str | None, Query(max_length=50)] = None,
+    search: Annotated[str | None, Query(max_length=200)] = None,
+) -> Page[TaskRead]:
+    stmt = repo.list_owned(user.id, is_scheduled=is_scheduled, tag=tag, search=search)
+    rows, total = await fetch_page(db, stmt, params)
+    return Page[TaskRead].build([TaskRead.model_validate(r) for r in rows], total, params)
+
+
+@router.get("/{task_id}", response_model=TaskRead)
+async def get_task(task: OwnedTask) -> TaskRead:
+    return TaskRead.model_validate(task)
+
+
+@router.patch("/{task_id}", response_model=TaskRead)
+async def update_task(task: OwnedTask, body: TaskUpdate, user: CurrentUser, db: DB) -> TaskRead:
+    return TaskRead.model_validate(await service.update(db, user, task, body))
+
+
+@router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_task(task: OwnedTask, db: DB) -> None:
+    await service.soft_delete(db, task)
+
+
+@router.post("/{task_id}/execute", response_model=ExecutionRead, status_code=status.HTTP_202_ACCEPTED)
+async def execute_task(
+    task: OwnedTask,
+    user: CurrentUser,
+    db: DB,
+    state: State,
+    key: idempotency.IdempotencyKey = None,
+    body: ExecuteRequest | None = None,
+) -> Any:
+    scope = f"execute:{task.id}"
+    replayed = await idempotency.replay(db, user.id, scope, key)
+    if replayed is not None:
+        return replayed
+    check_user_rate(state, user.id, "execute")
+    await ensure_within_budget(db, state, user.id)
+    execution = await runner.create_execution(db, task, (body or ExecuteRequest()).variables, "manual")
+    accepted = ExecutionRead.model_validate(execution)
+    await idempotency.remember(db, user.id, scope, key, 202, accepted)
+    await db.commit()
+    runner.dispatch(state, execution.id)
+    return accepted
+
+
+@router.get("/{task_id}/executions", response_model=Page[ExecutionRead])
+async def list_executions(
+    task: OwnedTask, user: CurrentUser, db: DB, params: Pagination, status_filter: ExecutionStatus = None
+) -> Page[ExecutionRead]:
+    rows, total = await fetch_page(db, repo.executions_of(user.id, task.id, status_filter), params)
+    return Page[ExecutionRead].build([ExecutionRead.model_validate(r) for r in rows], total, params)

@@ -1,0 +1,114 @@
+"""Refusing MCP URLs that point into the server's own network (SSRF): loopback, private, link-local, metadata.
+
+Every address the host resolves to is checked, so a name with one public and one private address is refused.
+Numeric host forms such as ``http://2130706433/`` or ``http://0x7f.1/`` are resolved by the C library to the
+address they denote and so meet the same check. What remains is the window between this check and the
+connection (DNS rebinding); health checks re-check right before connecting and never follow redirects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+# Cloud metadata endpoints by name; their addresses are link-local or private and are refused anyway.
+_METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data"})
+
+
+class UnsafeUrl(ValueError):
+    pass
+
+
+class UnresolvableHost(UnsafeUrl):
+    pass
+
+
+def _parsed(url: str) -> tuple[str, str]:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError as exc:
+        raise UnsafeUrl(f"malformed URL: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise UnsafeUrl("only http and https URLs are allowed")
+    if not parts.hostname:
+        raise UnsafeUrl("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeUrl("credentials in the URL are not allowed; send them as a header")
+    return parts.scheme, parts.hostname.rstrip(".").lower()
+
+
+def is_allowed_host(host: str, allowed_hosts: Iterable[str]) -> bool:
+    return host in {h.strip().rstrip(".").lower() for h in allowed_hosts}
+
+
+def blocked_reason(address: str) -> str | None:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local (cloud metadata)"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_private or ip.is_reserved or not ip.is_global:
+        return "private or reserved"
+    return None
+
+
+_NUMERIC_PART = re.compile(r"^(0x[0-9a-f]+|0[0-7]*|[1-9][0-9]*)$")
+
+
+def inet_aton_form(host: str) -> str | None:
+    """The IPv4 address an inet_aton-style host denotes (`2130706433`, `0x7f.1`, `0177.0.0.1`), else None.
+
+    Checked ourselves rather than trusting every resolver to expand these forms the way browsers and glibc do.
+    """
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_NUMERIC_PART.match(p) for p in parts):
+        return None
+    values = [
+        int(p, 16) if p.startswith("0x") else int(p, 8) if len(p) > 1 and p.startswith("0") else int(p or "0")
+        for p in parts
+    ]
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (5 - len(parts)):
+        return None
+    number = last
+    for i, v in enumerate(head):
+        number += v << (8 * (3 - i))
+    return str(ipaddress.IPv4Address(number))
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnresolvableHost(f"the host {host!r} cannot be resolved") from exc
+    return [str(info[4][0]) for info in infos]
+
+
+async def check_url(url: str, allowed_hosts: Iterable[str]) -> None:
+    """Raise `UnsafeUrl` unless `url` is http(s) and every address of its host is public (or the host allowlisted).
+
+    `UnresolvableHost` (a subclass) means the name did not resolve; callers decide whether that is fatal.
+    """
+    scheme, host = _parsed(url)
+    if is_allowed_host(host, allowed_hosts):
+        return
+    if host in _METADATA_HOSTS:
+        raise UnsafeUrl(f"the host {host!r} is a cloud metadata endpoint")
+    numeric = inet_aton_form(host)
+    addresses = [numeric] if numeric else await _resolve(host, 443 if scheme == "https" else 80)
+    for address in addresses:
+        reason = blocked_reason(address)
+        if reason:
+            raise UnsafeUrl(f"the host {host!r} resolves to a {reason} address, which is not allowed")

@@ -1,0 +1,101 @@
+"""Report rendering: HTML from a Jinja2 template, PDF from that HTML, and JSON.
+
+Agent output is untrusted: the template escapes everything it inserts, and the PDF renderer may not fetch any
+URL at all (no external host, no local file, no data: URI), so markup that slips into a report can neither
+reach the network (SSRF) nor read a file on the server into the PDF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import NoReturn
+
+import weasyprint
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from agent_api.reports.schemas import ReportData
+
+log = logging.getLogger("agent_api.reports.render")
+
+
+class FetchRefused(Exception):
+    pass
+
+
+class RefusingFetcher:
+    """A WeasyPrint URL fetcher that refuses every URL, and remembers what it was asked for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.refused: list[str] = []
+
+    def __call__(self, url: str, *args: object, **kwargs: object) -> NoReturn:
+        with self._lock:
+            self.refused.append(url)
+        # WeasyPrint turns the error into a warning and renders the page without the resource.
+        log.info("refused to fetch %.200s while rendering a report", url)
+        raise FetchRefused(f"report rendering fetches no URLs ({url[:100]})")
+
+
+def _datetime(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "—"
+
+
+def _duration(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    return f"{seconds:.1f} s" if seconds < 120 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+_env = Environment(
+    loader=PackageLoader("agent_api.reports", "templates"),
+    autoescape=True,  # always, whatever the template's name: every value in a report may come from the agent
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters.update(datetime=_datetime, duration=_duration, size=_size)
+
+
+def to_html(data: ReportData) -> str:
+    return _env.get_template("report.html.j2").render(report=data)
+
+
+def to_pdf(html: str, fetcher: RefusingFetcher | None = None) -> bytes:
+    """Blocking and CPU-heavy: call it in a thread."""
+    # No base_url: relative references have nothing to resolve against, and the fetcher refuses the rest.
+    document = weasyprint.HTML(string=html, base_url=None, url_fetcher=fetcher or RefusingFetcher())
+    pdf = document.write_pdf()
+    assert pdf is not None  # only None when writing to a target
+    return pdf
+
+
+# A long report takes WeasyPrint seconds of CPU; its own small pool keeps a burst of PDF downloads from
+# occupying the default executor that working-directory operations share. Extra requests wait their turn.
+_pdf_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report-pdf")
+
+
+async def to_pdf_in_thread(html: str) -> bytes:
+    return await asyncio.get_running_loop().run_in_executor(_pdf_pool, to_pdf, html)
+
+
+def to_json(data: ReportData) -> bytes:
+    return data.model_dump_json(indent=2).encode()

@@ -1,0 +1,154 @@
+"""Reports: made from a session's rows and files, stored as a snapshot, rendered on download."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.errors import BadRequest, NotFound
+from agent_api.models import Report, User
+from agent_api.models.base import utcnow
+from agent_api.pagination import Page, PageParams, fetch_page
+from agent_api.reports import collect, render
+from agent_api.reports import repository as repo
+from agent_api.reports.schemas import (
+    ReportData,
+    ReportFilters,
+    ReportRead,
+    ReportSource,
+    SessionSnapshot,
+    Usage,
+)
+from agent_api.sessions import repository as sessions_repo
+from agent_api.sessions import service as sessions_service
+from agent_api.state import AppState
+
+FORMATS = ("html", "pdf", "json")
+MEDIA_TYPES = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "json": "application/json"}
+TITLE_CHARS = 300
+
+
+async def create_report(
+    db: AsyncSession,
+    state: AppState,
+    session_id: uuid.UUID,
+    *,
+    user_id: uuid.UUID,
+    title: str | None = None,
+    task_id: uuid.UUID | None = None,
+    task_execution_id: uuid.UUID | None = None,
+    error: str | None = None,
+) -> Report:
+    """Snapshot the session (one of `user_id`'s) into a new report row; flushed, not committed.
+
+    `error` is what ended a task execution (a timeout, say); it leads the report's errors and makes it `failed`.
+    """
+    s = await sessions_repo.get_owned(db, user_id, session_id)
+    if s is None:
+        raise NotFound("Session not found", code="session_not_found")
+    turns = list((await db.scalars(sessions_repo.turns_of(s.id))).all())
+    messages, calls, entry_count = await repo.timeline_rows(db, s.id, collect.TIMELINE_HALF)
+    prompt = turns[0].prompt if turns else await repo.first_user_text(db, s.id)
+    work_began = next((t.started_at or t.created_at for t in turns), None)
+    files = await asyncio.to_thread(collect.list_files, sessions_service.workdir_of(state, s.id), work_began)
+
+    report_id = uuid.uuid4()
+    report_title = collect.clip(title or s.name or f"Session {s.id}", TITLE_CHARS)[0]
+    status = collect.outcome(turns, error)
+    errors = collect.errors(turns, s.error_message, error)
+    duration_ms = collect.total_duration_ms(turns)
+    data = ReportData(
+        report_id=report_id,
+        title=report_title,
+        generated_at=utcnow(),
+        status=status,
+        source=ReportSource(
+            kind="task_execution" if task_execution_id else "session",
+            session_id=s.id,
+            task_id=task_id,
+            task_execution_id=task_execution_id,
+        ),
+        session=SessionSnapshot(
+            id=s.id,
+            name=s.name,
+            status=s.status,
+            model=s.model,
+            created_at=s.created_at,
+            started_at=s.started_at,
+            completed_at=s.completed_at,
+        ),
+        model=s.model,
+        prompt=collect.clip(prompt, collect.LONG_TEXT_CHARS)[0] if prompt else None,
+        final_answer=collect.final_answer(turns),
+        duration_ms=duration_ms,
+        usage=Usage(
+            total_cost_usd=float(s.total_cost_usd or 0),
+            input_tokens=s.total_input_tokens,
+            output_tokens=s.total_output_tokens,
+            cache_read_tokens=s.total_cache_read_tokens,
+            cache_creation_tokens=s.total_cache_creation_tokens,
+            turns=len(turns),
+            messages=s.message_count,
+            tool_calls=s.tool_call_count,
+        ),
+        errors=errors,
+        timeline=collect.timeline(messages, calls, entry_count),
+        files=files,
+    )
+    report = Report(
+        id=report_id,
+        user_id=user_id,
+        session_id=s.id,
+        task_id=task_id,
+        task_execution_id=task_execution_id,
+        title=report_title,
+        status=status,
+        model=s.model,
+        total_cost_usd=data.usage.total_cost_usd,
+        total_input_tokens=data.usage.input_tokens,
+        total_output_tokens=data.usage.output_tokens,
+        duration_ms=duration_ms,
+        error_message=errors[0] if errors else None,
+        data=data.model_dump(mode="json"),
+        created_at=data.generated_at,
+    )
+    db.add(report)
+    await db.flush()
+    return report
+
+
+async def get_owned(db: AsyncSession, user: User, report_id: uuid.UUID) -> Report:
+    report = await repo.get_owned(db, user.id, report_id)
+    if report is None:
+        raise NotFound("Report not found", code="report_not_found")
+    return report
+
+
+async def list_reports(db: AsyncSession, user: User, filters: ReportFilters, params: PageParams) -> Page[ReportRead]:
+    rows, total = await fetch_page(db, repo.list_owned(user.id, filters), params)
+    return Page[ReportRead].build([ReportRead.model_validate(r) for r in rows], total, params)
+
+
+@dataclass(frozen=True)
+class Download:
+    data: ReportData
+    fmt: str
+    media_type: str
+    filename: str
+
+
+def prepare_download(report: Report, fmt: str) -> Download:
+    """Everything a download needs from the row, so the caller can end its transaction before rendering."""
+    if fmt not in FORMATS:
+        raise BadRequest(f"Unknown format {fmt[:20]!r}: use one of {', '.join(FORMATS)}", code="invalid_format")
+    return Download(ReportData.model_validate(report.data), fmt, MEDIA_TYPES[fmt], f"report-{report.id}.{fmt}")
+
+
+async def render_download(download: Download) -> bytes:
+    if download.fmt == "json":
+        return render.to_json(download.data)
+    html = render.to_html(download.data)
+    return html.encode() if download.fmt == "html" else await render.to_pdf_in_thread(html)

@@ -1,0 +1,108 @@
+"""Request and response bodies of the session-template routes (field names as DESIGN.md fixes them)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from agent_api.sessions.schemas import SessionSettings
+
+Category = Literal["development", "security", "production", "debugging", "performance", "custom"]
+Scope = Literal["my", "public", "accessible"]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+MAX_SEED_FILE_CHARS = 100_000
+MAX_SEED_TOTAL_CHARS = 500_000
+
+
+class SeedFile(BaseModel):
+    path: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+    content: Annotated[str, StringConstraints(max_length=MAX_SEED_FILE_CHARS)] = ""
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or "\\" in value or "\x00" in value:
+            raise ValueError("seed file paths are relative to the working directory and cannot leave it")
+        return str(path)
+
+
+class TemplateFields(SessionSettings):
+    """Everything a template holds; `PUT` replaces all of it."""
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=5_000)] | None = None
+    category: Category = "custom"
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    is_public: bool = False
+    initial_message: Annotated[str, StringConstraints(max_length=50_000)] | None = None
+    seed_files: list[SeedFile] = Field(default_factory=list, max_length=50)
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, tags: list[str]) -> list[str]:
+        return list(dict.fromkeys(t.lower() for t in tags))
+
+    @field_validator("seed_files")
+    @classmethod
+    def _bounded_seeds(cls, files: list[SeedFile]) -> list[SeedFile]:
+        if sum(len(f.content) for f in files) > MAX_SEED_TOTAL_CHARS:
+            raise ValueError(f"seed files larger than {MAX_SEED_TOTAL_CHARS} characters in total")
+        if len({f.path for f in files}) != len(files):
+            raise ValueError("seed file paths must be unique")
+        return files
+
+
+class TemplateCreate(TemplateFields):
+    pass
+
+
+class TemplateUpdate(TemplateFields):
+    pass
+
+
+class TemplateSharing(BaseModel):
+    is_public: bool | None = None
+    shared_with_user_ids: list[uuid.UUID] | None = Field(default=None, max_length=200)
+
+
+class TemplateSearch(BaseModel):
+    search_term: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    category: Category | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    scope: Scope = "accessible"
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    page_size: int = Field(default=20, ge=1, le=100)
+
+
+class TemplateRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    description: str | None
+    category: str
+    tags: list[str]
+    system_prompt: str | None
+    allowed_tools: list[str]
+    disallowed_tools: list[str]
+    blocked_commands: list[str]
+    permission_mode: str
+    sdk_options: dict[str, Any]
+    mcp_server_ids: list[str]
+    initial_message: str | None
+    seed_files: list[dict[str, str]]
+    is_public: bool
+    shared_with_user_ids: list[uuid.UUID] = Field(
+        default_factory=list, description="Listed for the owner only; empty for everyone else"
+    )
+    is_owner: bool = False
+    usage_count: int
+    last_used_at: datetime | None
+    created_at: datetime
+    updated_at: datetime

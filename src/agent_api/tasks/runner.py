@@ -1,0 +1,223 @@
+"""Running a task execution: a fresh agent session, one turn under the task's timeout, then its report.
+
+`queued -> running -> completed | failed | timed_out | cancelled`; the row records the session, result, cost,
+duration and error. Executions run in the process that created them (the embedded dispatcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.errors import AppError, Conflict, ValidationFailed
+from agent_api.models import Task, TaskExecution, Turn, User
+from agent_api.models.base import utcnow
+from agent_api.reports import service as report_service
+from agent_api.sessions import service as session_service
+from agent_api.sessions import turns
+from agent_api.sessions.events import claim_and_record
+from agent_api.state import AppState
+from agent_api.tasks import prompt as prompts
+from agent_api.tasks import repository as repo
+from agent_api.tasks.service import session_body
+
+log = logging.getLogger("agent_api.tasks")
+UNFINISHED = ("pending", "queued", "running")
+
+
+def render_prompt(task: Task, variables: dict[str, Any]) -> str:
+    try:
+        return prompts.render(task.prompt_template, {**task.variables, **variables})
+    except prompts.MissingVariables as exc:
+        raise ValidationFailed(
+            f"Missing value for prompt variable(s): {exc}", code="missing_variables", details={"missing": exc.names}
+        ) from None
+
+
+async def create_execution(
+    db: AsyncSession,
+    task: Task,
+    variables: dict[str, Any],
+    trigger: str,
+) -> TaskExecution:
+    """A queued execution for a manual or API run (the prompt rendered now, so a missing variable is a 422)."""
+    prompt = render_prompt(task, variables)
+    execution = TaskExecution(
+        id=uuid.uuid4(),
+        task_id=task.id,
+        user_id=task.user_id,
+        status="queued",
+        trigger_type=trigger,
+        variables=variables,
+        prompt=prompt,
+        created_at=utcnow(),
+    )
+    db.add(execution)
+    await repo.count_execution(db, task.id)
+    await db.flush()
+    return execution
+
+
+def dispatch(state: AppState, execution_id: uuid.UUID) -> asyncio.Task[None]:
+    task = state.background.spawn(run_execution(state, execution_id), name=f"execution-{execution_id}")
+    state.execution_tasks[execution_id] = task
+    task.add_done_callback(lambda _t: state.execution_tasks.pop(execution_id, None))
+    return task
+
+
+async def _finish(
+    db: AsyncSession, execution: TaskExecution, status: str, *, code: str | None = None, error: str | None = None
+) -> None:
+    # A cancel that arrived while the execution ran has already set the final status.
+    if execution.status not in UNFINISHED:
+        status = execution.status
+    execution.status = status
+    execution.error_code = code if execution.error_code is None else execution.error_code
+    execution.error_message = (error or "")[:4000] or execution.error_message
+    execution.finished_at = utcnow()
+    if execution.started_at is not None:
+        execution.duration_ms = int((execution.finished_at - execution.started_at).total_seconds() * 1000)
+
+
+async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID, int] | None:
+    """Create the session and its first turn; None when the execution ended before it started."""
+    async with state.db.transaction() as db:
+        execution = await db.get(TaskExecution, execution_id)
+        if execution is None or execution.status != "queued":
+            return None
+        task = await db.get(Task, execution.task_id)
+        user = await db.get(User, execution.user_id)
+        assert task is not None and user is not None
+        execution.status, execution.started_at = "running", utcnow()
+        timeout = task.timeout_seconds
+        try:
+            created = await session_service.create_session(db, state, user, session_body(task, execution))
+            turn, _ = await turns.start_query(db, state, user, created.session, execution.prompt)
+        except AppError as exc:
+            await _finish(db, execution, "failed", code=exc.code, error=exc.message)
+            return None
+        execution.session_id = created.session.id
+        return created.session.id, turn.id, timeout
+
+
+async def run_execution(state: AppState, execution_id: uuid.UUID) -> None:
+    started = time.monotonic()
+    try:
+        begun = await _start(state, execution_id)
+    except Exception as exc:
+        log.exception("task execution %s failed to start", execution_id)
+        await _record_crash(state, execution_id, exc)
+        return
+    if begun is None:
+        return
+    session_id, turn_id, timeout = begun
+    async with state.db.transaction(readonly=True) as db:
+        user_id = (await db.get(TaskExecution, execution_id)).user_id  # type: ignore[union-attr]
+    turn_task = turns.dispatch(state, session_id, turn_id, user_id)
+    done, _ = await asyncio.wait({turn_task}, timeout=max(0.0, timeout - (time.monotonic() - started)))
+    timed_out = not done
+    if timed_out:
+        await session_service.interrupt(state, session_id)
+        await asyncio.wait({turn_task}, timeout=30)
+    try:
+        await _complete(state, execution_id, session_id, turn_id, timed_out)
+    except Exception as exc:
+        log.exception("task execution %s failed while finishing", execution_id)
+        await _record_crash(state, execution_id, exc)
+    finally:
+        await session_service.stop_agent(state, session_id)
+
+
+async def _complete(
+    state: AppState, execution_id: uuid.UUID, session_id: uuid.UUID, turn_id: uuid.UUID, timed_out: bool
+) -> None:
+    async with state.db.transaction() as db:
+        execution = await db.get(TaskExecution, execution_id)
+        turn = await db.get(Turn, turn_id)
+        task = await db.get(Task, execution.task_id) if execution else None
+        if execution is None or turn is None or task is None:
+            return
+        execution.total_cost_usd = float(turn.cost_usd or 0)
+        execution.result_data = {
+            "result": turn.result,
+            "is_error": turn.is_error,
+            "turn_status": turn.status,
+            "usage": turn.usage,
+            "num_turns": turn.num_turns,
+        }
+        if timed_out:
+            status, code, error = "timed_out", "timed_out", f"the task did not finish within {task.timeout_seconds} s"
+        elif turn.status == "completed" and not turn.is_error:
+            status, code, error = "completed", None, None
+        elif turn.status == "interrupted":
+            status, code, error = "cancelled", "interrupted", "the turn was interrupted"
+        else:
+            status, code, error = "failed", "turn_failed", "; ".join(turn.errors or []) or turn.result or "turn failed"
+        await _finish(db, execution, status, code=code, error=error)
+        await claim_and_record(db, session_id, ("active", "failed"), "completed", "task execution finished")
+        if task.generate_report:
+            report = await report_service.create_report(
+                db,
+                state,
+                session_id,
+                user_id=execution.user_id,
+                title=task.name,
+                task_id=task.id,
+                task_execution_id=execution.id,
+                error=execution.error_message,
+            )
+            execution.report_id = report.id
+
+
+async def _record_crash(state: AppState, execution_id: uuid.UUID, exc: BaseException) -> None:
+    async with state.db.transaction() as db:
+        execution = await db.get(TaskExecution, execution_id)
+        if execution is not None and execution.status in UNFINISHED:
+            await _finish(db, execution, "failed", code="internal_error", error=str(exc) or type(exc).__name__)
+
+
+async def cancel(db: AsyncSession, state: AppState, execution: TaskExecution) -> TaskExecution:
+    """Queued: cancelled at once. Running: marked cancelled and its turn interrupted; the report still follows."""
+    if execution.status not in UNFINISHED:
+        raise Conflict(f"The execution already ended ({execution.status})", code="execution_finished")
+    await _finish(db, execution, "cancelled", code="cancelled", error="cancelled by the user")
+    if execution.session_id is not None:
+        await session_service.interrupt(state, execution.session_id)
+    return execution
+
+
+async def recover_after_restart(state: AppState) -> int:
+    """Executions a restart cut short are failed with a clear reason; their sessions are recovered by sessions."""
+    async with state.db.transaction() as db:
+        stuck = await repo.unfinished_executions(db)
+        for execution in stuck:
+            if execution.id in state.execution_tasks:
+                continue
+            await _finish(
+                db, execution, "failed", code="interrupted", error="the server restarted during the execution"
+            )
+    return len(stuck)
+
+
+def slot_values(task: Task, slot: datetime, status: str, prompt: str, error: str | None) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "task_id": task.id,
+        "user_id": task.user_id,
+        "status": status,
+        "trigger_type": "scheduled",
+        "scheduled_for": slot,
+        "variables": {},
+        "prompt": prompt,
+        "error_code": None if error is None else ("missed_slot" if status == "skipped" else "missing_variables"),
+        "error_message": error,
+        "total_cost_usd": 0,
+        "created_at": utcnow(),
+        "finished_at": utcnow() if status in ("skipped", "failed") else None,
+    }
