@@ -58,6 +58,9 @@ class TestCrud:
         await owner_api.create(**remote("same"))
         assert_error_shape(await owner_api.post("", json=remote("same")), 409, "mcp_server_name_taken")
         await admin_api.create(**remote("same"))
+        other = (await owner_api.create(**remote("other")))["id"]
+        assert_error_shape(await owner_api.patch(f"/{other}", {"name": "same"}), 409, "mcp_server_name_taken")
+        assert (await owner_api.get(f"/{other}")).json()["name"] == "other"
 
     @pytest.mark.parametrize(
         "body",

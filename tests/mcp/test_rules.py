@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agent_api.config import Settings
+from agent_api.errors import Conflict
 from agent_api.mcp_servers import secrets, ssrf
 from agent_api.mcp_servers.policy import executable_allowlisted, runnable_reason
 from agent_api.runtime.offline_model import plan_reply
@@ -78,7 +79,7 @@ class TestSecrets:
         token = secrets.encrypt("service-secret", {"env": {"A": "1"}})
         assert token is not None and '"A"' not in token
         assert secrets.decrypt("service-secret", token) == {"env": {"A": "1"}}
-        with pytest.raises(ValueError, match="cannot be decrypted"):
+        with pytest.raises(Conflict, match="cannot be decrypted"):
             secrets.decrypt("another-secret", token)
 
     def test_split_keeps_stars_and_refuses_unknown_stars(self) -> None:

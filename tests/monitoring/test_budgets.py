@@ -21,6 +21,8 @@ from agent_api.monitoring.rate_limits import UserRateLimiter
 from tests.conftest import UserAccount, Users, app_state, assert_error_shape, make_settings, wait_until
 from tests.monitoring.factories import add_session, add_turn, set_budget
 
+pytestmark = pytest.mark.slow
+
 RESERVE = 1.0  # per turn in flight; far above what an offline turn costs
 
 
@@ -230,6 +232,8 @@ class TestRateLimit:
             r = await _query(client, user, s, "hi")
             assert_error_shape(r, 429, "rate_limited")
             assert 1 <= int(r.headers["retry-after"]) <= 60
+            exposition = (await client.get("/metrics")).text
+            assert 'agent_api_rate_limited_total{action="query"} 1.0' in exposition
             other = await users.create()
             s2 = await add_session(app, other.id)
             await set_budget(app, other.id, 0.0)

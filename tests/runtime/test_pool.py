@@ -45,7 +45,7 @@ async def model() -> Any:
 
 
 def make_pool(model: OfflineModel, tmp: Path, **kwargs: Any) -> AgentPool:
-    env = {**base_env(1), **cli_env(model.base_url)}
+    env = {**base_env(1), **cli_env(model.base_url)}  # reads the environment as it is now
     return AgentPool(RuntimeConfig(env=env, config_dir=tmp / "claude"), **kwargs)
 
 
@@ -98,5 +98,26 @@ async def test_a_failed_start_is_reported_and_retried(model: OfflineModel, tmp_p
         s.resume = None
         result, _ = await pool.run_turn(s, "hello", NullObserver())
         assert result is not None and result.result == "Echo: hello"
+    finally:
+        await pool.close_all()
+
+
+async def test_the_agent_never_sees_the_servers_secrets(
+    model: OfflineModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK hands the CLI the server's whole environment; the server's own variables reach it blank."""
+    secret = "s3cret-" + uuid.uuid4().hex
+    monkeypatch.setenv("AGENT_API_SECRET_KEY", secret)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("LC_TEST_MARKER", "kept")
+    pool = make_pool(model, tmp_path)
+    try:
+        s = spec(tmp_path)
+        result, _ = await pool.run_turn(s, "run: env > seen.txt", NullObserver())
+        assert result is not None
+        seen = (s.cwd / "seen.txt").read_text()
+        assert "PATH=" in seen and "LC_TEST_MARKER=kept" in seen  # the command ran and printed its env
+        assert secret not in seen
+        assert "AGENT_API_SECRET_KEY=\n" in seen
     finally:
         await pool.close_all()

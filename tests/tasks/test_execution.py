@@ -95,3 +95,25 @@ class TestExecution:
         t = await tasks.create(prompt_template="hello", generate_report=False)
         done = await tasks.wait_finished((await tasks.execute(t["id"])).json()["id"])
         assert done["status"] == "completed" and done["report_id"] is None
+
+
+class TestFromTemplate:
+    async def test_the_session_takes_the_template_and_the_tasks_own_settings(self, tasks: TasksApi) -> None:
+        r = await tasks.client.post(
+            "/api/v1/session-templates",
+            json={
+                "name": "T",
+                "system_prompt": "From the template",
+                "permission_mode": "bypassPermissions",
+                "seed_files": [{"path": "data.txt", "content": "seeded"}],
+            },
+            headers=tasks.user.headers,
+        )
+        template = r.json()
+        t = await tasks.create(prompt_template="read data.txt", template_id=template["id"], allowed_tools=["Read"])
+        done = await tasks.wait_finished((await tasks.execute(t["id"])).json()["id"])
+        assert done["status"] == "completed", done
+        session = await SessionsApi(tasks.client, tasks.user).get(done["session_id"])
+        assert session["template_id"] == template["id"] and session["system_prompt"] == "From the template"
+        assert session["permission_mode"] == "bypassPermissions" and session["allowed_tools"] == ["Read"]
+        assert "seeded" in done["result_data"]["result"]

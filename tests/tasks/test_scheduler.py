@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from agent_api.models import TaskExecution
+from agent_api.models import TaskExecution, User
 from agent_api.models.base import utcnow
 from agent_api.state import AppState
 from agent_api.tasks.scheduler import Scheduler
@@ -123,3 +123,21 @@ class TestScheduledRun:
         done = await tasks.wait_finished(str(execution_id))
         assert done["status"] == "completed" and done["trigger_type"] == "scheduled"
         assert "scheduled hello" in done["result_data"]["result"]
+
+
+class TestBudget:
+    async def test_a_scheduled_run_over_budget_fails_with_budget_exceeded(self, app: object, tasks: TasksApi) -> None:
+        t = await tasks.create(prompt_template="tick", schedule_cron="* * * * *")
+        async with app_state(app).db.transaction() as db:
+            user = await db.get(User, uuid.UUID(tasks.user.id))
+            assert user is not None
+            user.monthly_budget_usd = 0.0
+        clock = FakeClock(datetime.fromisoformat(t["next_run_at"]) + timedelta(seconds=1))
+        won = await Scheduler(app_state(app), clock=clock).tick()  # the real dispatcher
+        mine = (await tasks.executions(t["id"]))["items"]
+        assert len(mine) == 1 and mine[0]["id"] in {str(w) for w in won}
+        done = await tasks.wait_finished(mine[0]["id"], timeout=30)
+        assert done["status"] == "failed" and done["error_code"] == "budget_exceeded"
+        assert done["session_id"] is None  # refused before any session or agent was made
+        r = await tasks.execute(t["id"])
+        assert r.status_code == 402 and r.json()["error"]["code"] == "budget_exceeded"

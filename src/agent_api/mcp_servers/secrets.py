@@ -11,6 +11,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agent_api.errors import Conflict
+
 REDACTED = "***"
 SECRET_FIELDS = ("env", "headers")
 
@@ -35,7 +37,10 @@ def decrypt(service_secret: str, token: str | None) -> dict[str, dict[str, str]]
         data = json.loads(_fernet(service_secret).decrypt(token.encode()))
     except InvalidToken as exc:
         # The service secret changed since the value was stored; the message names no value.
-        raise ValueError("stored MCP secrets cannot be decrypted with the current secret key") from exc
+        raise Conflict(
+            "The server's stored secrets cannot be decrypted with the current secret key; send them again",
+            code="mcp_secrets_unreadable",
+        ) from exc
     return {k: dict(v) for k, v in data.items() if k in SECRET_FIELDS}
 
 

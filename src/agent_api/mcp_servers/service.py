@@ -91,16 +91,16 @@ def _store_config(state: AppState, server: McpServer, config: dict[str, Any], pr
     server.secrets_encrypted = vault.encrypt(_secret_key(state), secret_values)
 
 
-async def _ensure_name_free(db: AsyncSession, user: User, name: str, own_id: uuid.UUID | None = None) -> None:
-    existing = await repo.get_by_name(db, user.id, name)
+async def _ensure_name_free(db: AsyncSession, owner_id: uuid.UUID, name: str, own_id: uuid.UUID | None = None) -> None:
+    existing = await repo.get_by_name(db, owner_id, name)
     if existing is not None and existing.id != own_id:
-        raise Conflict(f"You already have an MCP server named {name!r}", code="mcp_server_name_taken")
+        raise Conflict(f"The owner already has an MCP server named {name!r}", code="mcp_server_name_taken")
 
 
 async def create(db: AsyncSession, state: AppState, user: User, body: McpServerCreate) -> McpServer:
     policy.ensure_may_publish(user, body.is_global)
     await _vet(state, user, body.server_type, body.config)
-    await _ensure_name_free(db, user, body.name)
+    await _ensure_name_free(db, user.id, body.name)
     server = McpServer(
         id=uuid.uuid4(),
         user_id=user.id,
@@ -125,7 +125,7 @@ async def update(db: AsyncSession, state: AppState, user: User, server: McpServe
     if changes.get("is_global") is not None:
         policy.ensure_may_publish(user, changes["is_global"])
     if changes.get("name") is not None and changes["name"] != server.name:
-        await _ensure_name_free(db, user, changes["name"], server.id)
+        await _ensure_name_free(db, server.user_id, changes["name"], server.id)  # an admin may rename a global one
         server.name = changes["name"]
     new_type = changes.get("server_type") or server.server_type
     if "config" in changes or new_type != server.server_type:

@@ -43,4 +43,8 @@ def limit_for(state: AppState, action: Action) -> int:
 
 def check_user_rate(state: AppState, user_id: uuid.UUID, action: Action) -> None:
     """Count one `action` for the user, or raise `RateLimited` (429, `Retry-After`) when over the configured limit."""
-    state.user_rates.check(user_id, action, limit_for(state, action))
+    try:
+        state.user_rates.check(user_id, action, limit_for(state, action))
+    except RateLimited:
+        state.metrics.rate_limited.labels(action).inc()
+        raise

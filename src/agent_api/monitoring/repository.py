@@ -46,10 +46,16 @@ async def spend_and_average_turn(
 
 
 async def turns_in_flight(db: AsyncSession, user_id: uuid.UUID, exclude: uuid.UUID | None = None) -> int:
+    """Turns queued or running, plus task executions accepted but not yet at their turn (each will run one)."""
     stmt = select(func.count()).where(Turn.user_id == user_id, Turn.status.in_(IN_FLIGHT))
     if exclude is not None:
         stmt = stmt.where(Turn.id != exclude)
-    return int(await db.scalar(stmt) or 0)
+    waiting = select(func.count()).where(
+        TaskExecution.user_id == user_id,
+        TaskExecution.status.in_(("pending", "queued")),
+        TaskExecution.session_id.is_(None),
+    )
+    return int(await db.scalar(stmt) or 0) + int(await db.scalar(waiting) or 0)
 
 
 # --- costs -------------------------------------------------------------------------------------------------------

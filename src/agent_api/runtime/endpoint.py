@@ -16,9 +16,46 @@ log = logging.getLogger("agent_api.runtime")
 PASSTHROUGH = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL")
 
 
-def base_env(max_retries: int) -> dict[str, str]:
-    """What every agent process gets, whatever the model: no telemetry, no updater, bounded retries."""
+# Host variables an agent process may see as they are; everything else in the server's environment is blanked.
+HOST_ENV_KEPT = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "TZ",
+        "TMPDIR",
+        "PWD",
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+
+
+def scrubbed_host_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Blank values for the server's own variables (its secret key, database URL, admin password, cloud
+    credentials...): the SDK starts the CLI with the server's whole environment under `options.env`, and the
+    agent's Bash would print them. The SDK cannot drop a variable, so each is overridden with an empty value."""
+    return {k: "" for k in environ if k not in HOST_ENV_KEPT and not k.startswith("LC_") and k not in PASSTHROUGH}
+
+
+def base_env(max_retries: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What every agent process gets, whatever the model: no telemetry, no updater, bounded retries, and none of
+    the server's own secrets."""
     return {
+        **scrubbed_host_env(os.environ if environ is None else environ),
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
@@ -44,7 +81,7 @@ class ModelEndpoint:
 
 async def start_endpoint(max_retries: int, environ: Mapping[str, str] | None = None) -> ModelEndpoint:
     environ = os.environ if environ is None else environ
-    env = base_env(max_retries)
+    env = base_env(max_retries, environ)
     if environ.get("ANTHROPIC_API_KEY") or environ.get("ANTHROPIC_AUTH_TOKEN"):
         env.update({k: environ[k] for k in PASSTHROUGH if environ.get(k)})
         return ModelEndpoint("anthropic", env, environ.get("ANTHROPIC_MODEL"), environ.get("ANTHROPIC_BASE_URL"))

@@ -100,6 +100,9 @@ class SessionRead(BaseModel):
     permission_mode: str
     sdk_options: dict[str, Any]
     mcp_server_ids: list[str]
+    mcp_status: list[dict[str, Any]] | None = Field(
+        default=None, description="Each attached MCP server's connection status, as the agent last reported it"
+    )
     metadata: dict[str, Any] = Field(validation_alias=AliasChoices("meta", "metadata"))
     parent_session_id: uuid.UUID | None
     is_fork: bool

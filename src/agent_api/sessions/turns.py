@@ -14,7 +14,7 @@ from agent_api.models import Message, Session, Turn, User
 from agent_api.models.base import utcnow
 from agent_api.monitoring.budgets import agent_budget_fits, ensure_within_budget, turn_allowance
 from agent_api.monitoring.rate_limits import check_user_rate
-from agent_api.runtime.agent import AgentSpec, AgentStartError
+from agent_api.runtime.agent import AgentSpec, AgentStartError, LiveAgent
 from agent_api.sessions import repository as repo
 from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.recorder import TurnRecorder, message_payload
@@ -39,13 +39,18 @@ def _refuse(status: str) -> Conflict:
     return Conflict(message, code=code)
 
 
-async def start_query(db: AsyncSession, state: AppState, user: User, s: Session, text: str) -> tuple[Turn, Message]:
-    """Claim the session for a turn and record the user's message; the caller commits, then dispatches."""
+async def start_query(
+    db: AsyncSession, state: AppState, user: User, s: Session, text: str, *, count_rate: bool = True
+) -> tuple[Turn, Message]:
+    """Claim the session for a turn and record the user's message; the caller commits, then dispatches.
+
+    `count_rate=False` for turns no request asked for directly (task executions count as `execute`)."""
     if state.draining:
         raise ServiceUnavailable("The server is shutting down", code="shutting_down")
     if s.status not in QUERYABLE:
         raise _refuse(s.status)
-    check_user_rate(state, user.id, "query")
+    if count_rate:
+        check_user_rate(state, user.id, "query")
     # Before anything is flushed: a refusal leaves nothing behind. The turn row added below is what the
     # next concurrent check counts as in flight.
     await ensure_within_budget(db, state, user.id)
@@ -144,7 +149,7 @@ def warm(state: AppState, s: Session) -> None:
         state.background.spawn(spawned, name=f"warm-{s.id}")
         return
     agent = state.agents.warm(spec_for(state, s))
-    state.background.spawn(_record_warm_up(state, s.id, agent.wait_ready()), name=f"warm-{s.id}")
+    state.background.spawn(_record_warm_up(state, s.id, agent), name=f"warm-{s.id}")
 
 
 async def _warm_with_mcp(state: AppState, spec: AgentSpec, user_id: uuid.UUID, server_ids: list[str]) -> None:
@@ -153,15 +158,15 @@ async def _warm_with_mcp(state: AppState, spec: AgentSpec, user_id: uuid.UUID, s
         attached = await mcp_service.load_attached(db, state, user_id, server_ids)
     spec.mcp_servers = await mcp_service.sdk_configs(state, attached)
     agent = state.require_agents().warm(spec)
-    await _record_warm_up(state, spec.session_id, agent.wait_ready())
+    await _record_warm_up(state, spec.session_id, agent)
 
 
-async def _record_warm_up(state: AppState, session_id: uuid.UUID, ready: asyncio.Future[None] | object) -> None:
+async def _record_warm_up(state: AppState, session_id: uuid.UUID, agent: LiveAgent) -> None:
     async with state.db.transaction() as db:
         await claim_and_record(db, session_id, ("created",), "connecting", "starting the agent process")
     error: str | None = None
     try:
-        await ready  # type: ignore[misc]
+        await agent.wait_ready()
     except AgentStartError as exc:
         error = str(exc)[:2000]
     async with state.db.transaction() as db:

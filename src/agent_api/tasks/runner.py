@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_api.errors import AppError, Conflict, ValidationFailed
 from agent_api.models import Task, TaskExecution, Turn, User
 from agent_api.models.base import utcnow
+from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.reports import service as report_service
 from agent_api.sessions import service as session_service
 from agent_api.sessions import turns
@@ -97,8 +98,10 @@ async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, u
         execution.status, execution.started_at = "running", utcnow()
         timeout = task.timeout_seconds
         try:
+            # Checked before the session exists, so a refused run leaves no session behind.
+            await ensure_within_budget(db, state, user.id)
             created = await session_service.create_session(db, state, user, session_body(task, execution))
-            turn, _ = await turns.start_query(db, state, user, created.session, execution.prompt)
+            turn, _ = await turns.start_query(db, state, user, created.session, execution.prompt, count_rate=False)
         except AppError as exc:
             await _finish(db, execution, "failed", code=exc.code, error=exc.message)
             return None
