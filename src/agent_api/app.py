@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -123,6 +124,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await _start(state)
+        # What is alive after start-up (modules, the app, the ORM's mappers) stays alive: taking it out of the
+        # collector's view makes each full collection, and the pause it puts on every live stream, much shorter.
+        gc.collect()
+        gc.freeze()
         log.info("agent-api %s ready (database: %s)", __version__, state.db.engine.dialect.name)
         try:
             yield

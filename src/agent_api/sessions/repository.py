@@ -129,9 +129,12 @@ def snapshots_of(session_id: uuid.UUID) -> Select[MetricsSnapshot]:
     )
 
 
-def events_after(session_id: uuid.UUID, after_seq: int, limit: int = 500) -> Select[SessionEvent]:
+def events_after(
+    session_id: uuid.UUID, after_seq: int, limit: int = 500
+) -> Select[tuple[uuid.UUID, int, str, dict[str, Any], datetime]]:
+    """Plain rows, not ORM objects: a replay reads thousands and only turns them into frames."""
     return (
-        select(SessionEvent)
+        select(SessionEvent.session_id, SessionEvent.seq, SessionEvent.type, SessionEvent.data, SessionEvent.created_at)
         .where(SessionEvent.session_id == session_id, SessionEvent.seq > after_seq)
         .order_by(SessionEvent.seq)
         .limit(limit)

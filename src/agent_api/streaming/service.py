@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.models import Session, SessionEvent, StreamTicket, User
+from agent_api.models import Session, StreamTicket, User
 from agent_api.models.base import utcnow
 from agent_api.sessions import repository as repo
 from agent_api.state import AppState
@@ -70,10 +70,6 @@ def frame(
     return body
 
 
-def _from_row(row: SessionEvent) -> BusEvent:
-    return BusEvent(row.session_id, row.seq, row.type, row.data, row.created_at)
-
-
 async def connected_data(state: AppState, session_id: uuid.UUID) -> tuple[dict[str, Any], int]:
     async with state.db.transaction(readonly=True) as db:
         s = await repo.get_session(db, session_id)
@@ -112,10 +108,10 @@ class EventStream:
     async def _read_log(self) -> list[BusEvent]:
         async with self.state.db.transaction(readonly=True) as db:
             stmt = repo.events_after(self.sub.session_id, self.last, CATCH_UP_BATCH)
-            rows = (await db.scalars(stmt)).all()
+            rows = (await db.execute(stmt)).all()
         if len(rows) < CATCH_UP_BATCH:
             self._catch_up = False
-        events = [_from_row(r) for r in rows]
+        events = [BusEvent(*row) for row in rows]
         if events:
             self.last = events[-1].seq  # type: ignore[assignment]
         return events
