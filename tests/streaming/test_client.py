@@ -33,7 +33,7 @@ def turn_over(frames: list[Frame]) -> bool:
 
 async def log_of(app: object, session_id: str) -> list[tuple[int, str]]:
     async with app_state(app).db.transaction(readonly=True) as db:
-        rows = (await db.scalars(sessions_repo.events_after(uuid.UUID(session_id), 0, 10_000))).all()
+        rows = (await db.execute(sessions_repo.events_after(uuid.UUID(session_id), 0, 10_000))).all()
     return [(r.seq, r.type) for r in rows]
 
 
