@@ -20,7 +20,7 @@ from agent_api.errors import install_error_handlers
 from agent_api.logs import redact_server_logs
 from agent_api.mcp_servers.router import router as mcp_servers_router
 from agent_api.metrics import HttpMetricsMiddleware
-from agent_api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from agent_api.middleware import BodySizeLimitMiddleware, InputHygieneMiddleware, RequestContextMiddleware
 from agent_api.monitoring.prometheus import router as prometheus_router
 from agent_api.monitoring.router import router as monitoring_router
 from agent_api.reports.router import router as reports_router
@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(InputHygieneMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.metrics_enabled:
         # Off the API prefix, where scrapers look; outside the body cap, so 413s are counted too.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,10 +26,17 @@ def is_sqlite(url: str) -> bool:
 
 def create_engine(url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = 10) -> AsyncEngine:
     if not is_sqlite(url):
-        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+        return create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, json_serializer=_json_text
+        )
+    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, json_serializer=_json_text)
     _configure_sqlite(engine, busy_timeout_ms)
     return engine
+
+
+def _json_text(value: Any) -> str:
+    # Non-ASCII stays as written, so text search and tag filters over JSON columns see "größe", not "gr\\u00f6\\u00dfe".
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:

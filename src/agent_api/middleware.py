@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, the access log and the request-body cap."""
+"""Pure ASGI middleware: request ids, the access log, the request-body cap and input no database can store."""
 
 from __future__ import annotations
 
@@ -107,9 +107,89 @@ class BodySizeLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        request_id = scope.get("state", {}).get("request_id")
         message = f"Request body exceeds {self.max_bytes} bytes"
-        body = json.dumps(error_body("payload_too_large", message, request_id, {"max_bytes": self.max_bytes})).encode()
-        headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(scope, send, 413, "payload_too_large", message, {"max_bytes": self.max_bytes})
+
+
+async def send_error(scope: Scope, send: Send, status: int, code: str, message: str, details: Any = None) -> None:
+    request_id = scope.get("state", {}).get("request_id")
+    body = json.dumps(error_body(code, message, request_id, details)).encode()
+    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# `\u0000` escaped in a JSON string (an even run of backslashes before it is text, not an escape).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+class InputHygieneMiddleware:
+    """422 for text no database column can hold (NUL characters) and for NaN / Infinity, which Python's JSON
+    parser accepts but JSON does not; 400 for a NUL in the path or query. Caught here once, instead of as a
+    database error (PostgreSQL refuses both) on whichever route a client tries."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if (
+            "\x00" in scope["path"]
+            or b"%00" in scope.get("query_string", b"")
+            or b"\x00" in scope.get("query_string", b"")
+        ):
+            if scope["type"] == "http":
+                await send_error(scope, send, 400, "invalid_characters", "The URL contains a NUL character")
+            else:
+                await send({"type": "websocket.close", "code": 4400})
+            return
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        if scope["type"] != "http" or b"json" not in content_type:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = _problem(body)
+        if problem is not None:
+            await send_error(scope, send, 422, "invalid_characters", problem)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _problem(body: bytes) -> str | None:
+    if _JSON_NUL.search(body):
+        return "Text may not contain NUL (\\u0000) characters"
+    if b"NaN" in body or b"Infinity" in body:
+        try:
+            json.loads(body, parse_constant=_refuse_constant)
+        except _NonFinite as exc:
+            return f"{exc} is not a JSON number"
+        except ValueError:
+            return None  # not JSON at all: the route's own validation says so
+    return None

@@ -7,6 +7,7 @@ import io
 import pytest
 from pypdf import PdfReader
 
+from agent_api.tasks import runner
 from tests.conftest import SessionsApi, assert_error_shape, wait_until
 from tests.reports.conftest import validate_report_json
 from tests.tasks.conftest import TASKS, TasksApi
@@ -117,3 +118,17 @@ class TestFromTemplate:
         assert session["template_id"] == template["id"] and session["system_prompt"] == "From the template"
         assert session["permission_mode"] == "bypassPermissions" and session["allowed_tools"] == ["Read"]
         assert "seeded" in done["result_data"]["result"]
+
+
+class TestReportFailure:
+    async def test_the_outcome_survives_a_failing_report(
+        self, tasks: TasksApi, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def broken(*_args: object, **_kwargs: object) -> None:
+            raise RuntimeError("renderer exploded")
+
+        monkeypatch.setattr(runner.report_service, "create_report", broken)
+        t = await tasks.create(prompt_template="hello there")
+        done = await tasks.wait_finished((await tasks.execute(t["id"])).json()["id"])
+        assert done["status"] == "completed" and done["total_cost_usd"] > 0
+        assert done["report_id"] is None and "renderer exploded" in done["result_data"]["report_error"]

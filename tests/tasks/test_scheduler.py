@@ -9,9 +9,11 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from agent_api.models import TaskExecution, User
+from agent_api.models import Task, TaskExecution, User
 from agent_api.models.base import utcnow
 from agent_api.state import AppState
+from agent_api.tasks import repository as repo
+from agent_api.tasks import runner
 from agent_api.tasks.scheduler import Scheduler
 from tests.conftest import app_state
 from tests.tasks.conftest import TASKS, TasksApi
@@ -141,3 +143,31 @@ class TestBudget:
         assert done["session_id"] is None  # refused before any session or agent was made
         r = await tasks.execute(t["id"])
         assert r.status_code == 402 and r.json()["error"]["code"] == "budget_exceeded"
+
+
+class TestUniqueKey:
+    async def test_the_database_refuses_a_second_execution_for_a_slot(self, app: object, tasks: TasksApi) -> None:
+        """What keeps two schedulers apart even when both read the same `next_run_at` (PostgreSQL can interleave
+        them; SQLite serializes writers, so the key is exercised here directly)."""
+        t = await tasks.create(prompt_template="tick", schedule_cron="* * * * *")
+        slot = datetime.fromisoformat(t["next_run_at"])
+        async with app_state(app).db.transaction() as db:
+            task = await db.get(Task, uuid.UUID(t["id"]))
+            assert task is not None
+            first = await repo.insert_slot(db, runner.slot_values(task, slot, "queued", "tick", None))
+            second = await repo.insert_slot(db, runner.slot_values(task, slot, "queued", "tick", None))
+            other = await repo.insert_slot(
+                db, runner.slot_values(task, slot + timedelta(minutes=1), "queued", "t", None)
+            )
+        assert (first, second, other) == (True, False, True)
+        assert (await tasks.executions(t["id"]))["total"] == 2
+
+    async def test_an_unrelated_edit_keeps_overdue_slots_for_catch_up(self, app: object, tasks: TasksApi) -> None:
+        t = await tasks.create(prompt_template="tick", schedule_cron="* * * * *")
+        first_slot = datetime.fromisoformat(t["next_run_at"])
+        r = await tasks.client.patch(f"{TASKS}/{t['id']}", json={"description": "edited"}, headers=tasks.user.headers)
+        assert datetime.fromisoformat(r.json()["next_run_at"]) == first_slot
+        clock = FakeClock(first_slot + timedelta(minutes=3, seconds=5))
+        await Scheduler(app_state(app), clock=clock, start=RecordingStart()).tick()
+        statuses = sorted(e["status"] for e in (await tasks.executions(t["id"]))["items"])
+        assert statuses == ["queued", "skipped", "skipped", "skipped"]

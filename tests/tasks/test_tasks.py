@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from agent_api.models import TaskExecution
+from agent_api.models import Task, TaskExecution
+from agent_api.tasks import runner
 from tests.conftest import UserAccount, Users, app_state, assert_error_shape
 from tests.tasks.conftest import TASKS, TasksApi
 
@@ -59,6 +60,8 @@ class TestCrud:
             ({"schedule_cron": "61 * * * *"}, "invalid cron expression"),
             ({"schedule_cron": "* * * * * *"}, "expected 5 fields"),
             ({"schedule_timezone": "Mars/Olympus"}, "unknown time zone"),
+            ({"schedule_timezone": "America"}, "unknown time zone"),
+            ({"schedule_cron": "0 0 31 2 *"}, "never fires"),
             ({"prompt_template": ""}, ""),
             ({"timeout_seconds": 0}, ""),
             ({"report_format": "docx"}, ""),
@@ -131,3 +134,18 @@ async def _finished_execution(app: object, task: dict[str, Any], user: UserAccou
         db.add(execution)
         await db.flush()
     return str(execution.id)
+
+
+class TestCancelBeforeStart:
+    async def test_a_cancelled_queued_execution_never_starts(self, app: object, tasks: TasksApi) -> None:
+        t = await tasks.create(prompt_template="hello")
+        state = app_state(app)
+        async with state.db.transaction() as db:
+            task = await db.get(Task, uuid.UUID(t["id"]))
+            assert task is not None
+            execution = await runner.create_execution(db, task, {}, "manual")  # queued, not yet dispatched
+        r = await tasks.client.post(f"{TASKS}/executions/{execution.id}/cancel", headers=tasks.user.headers)
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        await runner.run_execution(state, execution.id)  # the runner comes late: it must not start anything
+        after = await tasks.execution(str(execution.id))
+        assert after["status"] == "cancelled" and after["session_id"] is None and after["started_at"] is None

@@ -82,6 +82,8 @@ class TestCrud:
             {"name": "x", "permission_mode": "yolo"},
             {"name": "x", "seed_files": [{"path": "../escape.txt", "content": "x"}]},
             {"name": "x", "seed_files": [{"path": "/etc/passwd", "content": "x"}]},
+            {"name": "x", "seed_files": [{"path": "a", "content": "x"}, {"path": "a/b", "content": "y"}]},
+            {"name": "x", "seed_files": [{"path": "n" * 256, "content": "x"}]},
             {"name": "x", "blocked_commands": ["("]},
             {"name": "x", "mcp_server_ids": [str(uuid.uuid4())]},
             {"name": "x", "tags": ["t"] * 21},
@@ -161,8 +163,16 @@ class TestSearch:
         found = await Templates(client, alice).search(search_term=word)
         assert [i["id"] for i in found["items"]] == [public["id"]]
 
+    async def test_non_ascii_tags_and_words_are_found(self, client: httpx.AsyncClient, alice: UserAccount) -> None:
+        api = Templates(client, alice)
+        tag = f"été{uuid.uuid4().hex[:6]}"
+        t = await api.create(name="Unicode", tags=[tag], description="Überprüfung der Qualität")
+        assert [i["id"] for i in (await api.search(tags=[tag.upper()], scope="my"))["items"]] == [t["id"]]
+        assert t["id"] in {i["id"] for i in (await api.search(search_term=tag, scope="my"))["items"]}
+        assert t["id"] in {i["id"] for i in (await api.search(search_term="überprüfung", scope="my"))["items"]}
+
     async def test_search_syntax_is_never_an_error(self, client: httpx.AsyncClient, alice: UserAccount) -> None:
-        for term in ['"unbalanced', "a AND OR NOT", "x:* | !y", "near(", "*", "' OR 1=1 --"]:
+        for term in ['"unbalanced', "a AND OR NOT", "x:* | !y", "near(", "*", "' OR 1=1 --", "a_b:*", "ß & ü | !ö"]:
             r = await client.post(f"{TEMPLATES}/search", json={"search_term": term}, headers=alice.headers)
             assert r.status_code == 200, (term, r.text)
 
@@ -182,13 +192,14 @@ class TestPopular:
             await SessionsApi(client, bob).create(template_id=hidden["id"])
         r = await client.get(f"{TEMPLATES}/popular/top", params={"limit": 100}, headers=alice.headers)
         assert r.status_code == 200
-        ids = [t["id"] for t in r.json()]
+        items = r.json()["items"]
+        ids = [t["id"] for t in items]
         assert hidden["id"] not in ids
         assert ids.index(thrice["id"]) < ids.index(once["id"])
-        counts = {t["id"]: t["usage_count"] for t in r.json()}
+        counts = {t["id"]: t["usage_count"] for t in items}
         assert counts[thrice["id"]] == 3 and counts[once["id"]] == 1
         r = await client.get(f"{TEMPLATES}/popular/top", params={"limit": 1}, headers=alice.headers)
-        assert len(r.json()) == 1
+        assert len(r.json()["items"]) == 1 and r.json()["total"] >= 2 and r.json()["page_size"] == 1
         assert_error_shape(
             await client.get(f"{TEMPLATES}/popular/top", params={"limit": 0}, headers=alice.headers), 422
         )
@@ -212,6 +223,12 @@ class TestSharing:
         r = await client.get(url, headers=shared.headers)
         assert r.status_code == 200 and r.json()["is_owner"] is False and r.json()["shared_with_user_ids"] == []
         assert (await SessionsApi(client, shared).create(template_id=t["id"]))["template_id"] == t["id"]
+        for listing in (
+            await client.get(TEMPLATES, params={"page_size": 100}, headers=shared.headers),
+            await client.post(f"{TEMPLATES}/search", json={"search_term": "shared"}, headers=shared.headers),
+            await client.get(f"{TEMPLATES}/popular/top", params={"limit": 100}, headers=shared.headers),
+        ):
+            assert t["id"] in {i["id"] for i in listing.json()["items"]}
         assert_error_shape(await client.put(url, json={"name": "x"}, headers=shared.headers), 403, "not_template_owner")
         assert_error_shape(await client.delete(url, headers=shared.headers), 403)
         assert_error_shape(await client.patch(f"{url}/sharing", json={"is_public": True}, headers=shared.headers), 403)

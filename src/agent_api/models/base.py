@@ -33,7 +33,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
+            # Timestamps are UTC by contract: a client's `2026-01-01T00:00:00` (no offset) means UTC.
+            return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:

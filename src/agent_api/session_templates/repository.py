@@ -92,11 +92,9 @@ def search(
     )
 
 
-def popular(user_id: uuid.UUID, limit: int) -> Select[SessionTemplate]:
-    return (
-        visible_to(user_id)
-        .order_by(SessionTemplate.usage_count.desc(), SessionTemplate.last_used_at.desc(), SessionTemplate.id)
-        .limit(limit)
+def popular(user_id: uuid.UUID) -> Select[SessionTemplate]:
+    return visible_to(user_id).order_by(
+        SessionTemplate.usage_count.desc(), SessionTemplate.last_used_at.desc().nulls_last(), SessionTemplate.id
     )
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB
-from agent_api.pagination import Page, Pagination, fetch_page
+from agent_api.pagination import Page, PageParams, Pagination, fetch_page
 from agent_api.session_templates import repository as repo
 from agent_api.session_templates import service
 from agent_api.session_templates.deps import OwnTemplate, VisibleTemplate
@@ -49,12 +49,14 @@ async def search_templates(body: TemplateSearch, user: CurrentUser, db: DB) -> P
     return Page[TemplateRead].build(await service.to_reads(db, user, rows), total, params)
 
 
-@router.get("/popular/top", response_model=list[TemplateRead])
+@router.get("/popular/top", response_model=Page[TemplateRead])
 async def popular_templates(
     user: CurrentUser, db: DB, limit: Annotated[int, Query(ge=1, le=100)] = 10
-) -> list[TemplateRead]:
-    rows = (await db.scalars(repo.popular(user.id, limit))).all()
-    return await service.to_reads(db, user, rows)
+) -> Page[TemplateRead]:
+    """The list envelope like every list: one page of `limit` items, `total` counting every visible template."""
+    params = PageParams(1, limit)
+    rows, total = await fetch_page(db, repo.popular(user.id), params)
+    return Page[TemplateRead].build(await service.to_reads(db, user, rows), total, params)
 
 
 @router.get("/{template_id}", response_model=TemplateRead)

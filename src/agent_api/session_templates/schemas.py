@@ -26,8 +26,10 @@ class SeedFile(BaseModel):
     @classmethod
     def _relative_inside(cls, value: str) -> str:
         path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts or "\\" in value or "\x00" in value:
+        if path.is_absolute() or ".." in path.parts or "\\" in value or "\x00" in value or str(path) == ".":
             raise ValueError("seed file paths are relative to the working directory and cannot leave it")
+        if any(len(part.encode()) > 255 for part in path.parts):
+            raise ValueError("each part of a seed file path is at most 255 bytes")
         return str(path)
 
 
@@ -52,8 +54,13 @@ class TemplateFields(SessionSettings):
     def _bounded_seeds(cls, files: list[SeedFile]) -> list[SeedFile]:
         if sum(len(f.content) for f in files) > MAX_SEED_TOTAL_CHARS:
             raise ValueError(f"seed files larger than {MAX_SEED_TOTAL_CHARS} characters in total")
-        if len({f.path for f in files}) != len(files):
+        paths = {f.path for f in files}
+        if len(paths) != len(files):
             raise ValueError("seed file paths must be unique")
+        for path in paths:
+            parents = {str(p) for p in PurePosixPath(path).parents}
+            if parents & paths:
+                raise ValueError(f"seed file {path!r} would sit inside another seed file")
         return files
 
 

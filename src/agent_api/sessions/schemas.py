@@ -125,6 +125,14 @@ class QueryRequest(BaseModel):
     wait: bool = False
     fork: bool = False
 
+    @field_validator("message")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        # HTTP bodies are checked by the input-hygiene middleware; WebSocket frames arrive here directly.
+        if "\x00" in value:
+            raise ValueError("text may not contain NUL characters")
+        return value
+
 
 class TurnOutcome(BaseModel):
     result: str | None

@@ -103,3 +103,26 @@ async def count_execution(db: AsyncSession, task_id: uuid.UUID) -> None:
         .values(execution_count=Task.execution_count + 1)
         .execution_options(synchronize_session=False)
     )
+
+
+async def claim_queued(db: AsyncSession, execution_id: uuid.UUID, now: datetime) -> bool:
+    """queued -> running, for exactly one caller; false when it was cancelled (or started) first."""
+    stmt = (
+        update(TaskExecution)
+        .where(TaskExecution.id == execution_id, TaskExecution.status == "queued")
+        .values(status="running", started_at=now)
+        .returning(TaskExecution.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await db.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def cancel_unfinished(db: AsyncSession, execution_id: uuid.UUID) -> bool:
+    stmt = (
+        update(TaskExecution)
+        .where(TaskExecution.id == execution_id, TaskExecution.status.in_(("pending", "queued", "running")))
+        .values(status="cancelled")
+        .returning(TaskExecution.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await db.execute(stmt)).scalar_one_or_none() is not None

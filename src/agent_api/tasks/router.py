@@ -29,7 +29,10 @@ async def get_execution(execution: OwnedExecution) -> ExecutionRead:
 
 @router.post("/executions/{execution_id}/cancel", response_model=ExecutionRead)
 async def cancel_execution(execution: OwnedExecution, db: DB, state: State) -> ExecutionRead:
-    return ExecutionRead.model_validate(await runner.cancel(db, state, execution))
+    cancelled = ExecutionRead.model_validate(await runner.cancel(db, execution))
+    await db.commit()  # before the interrupt, which waits for the agent
+    await runner.interrupt_cancelled(state, execution)
+    return cancelled
 
 
 @router.post("", response_model=TaskRead, status_code=status.HTTP_201_CREATED)

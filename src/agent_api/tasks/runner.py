@@ -87,15 +87,16 @@ async def _finish(
 
 
 async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID, int] | None:
-    """Create the session and its first turn; None when the execution ended before it started."""
+    """Create the session and its first turn; None when the execution ended (or was cancelled) before it started."""
     async with state.db.transaction() as db:
-        execution = await db.get(TaskExecution, execution_id)
-        if execution is None or execution.status != "queued":
+        # Compare-and-set: a cancel that got in first wins, and one that comes later sees `running`.
+        if not await repo.claim_queued(db, execution_id, utcnow()):
             return None
+        execution = await db.get(TaskExecution, execution_id, populate_existing=True)
+        assert execution is not None
         task = await db.get(Task, execution.task_id)
         user = await db.get(User, execution.user_id)
         assert task is not None and user is not None
-        execution.status, execution.started_at = "running", utcnow()
         timeout = task.timeout_seconds
         try:
             # Checked before the session exists, so a refused run leaves no session behind.
@@ -111,41 +112,54 @@ async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, u
 
 async def run_execution(state: AppState, execution_id: uuid.UUID) -> None:
     started = time.monotonic()
+    session_id: uuid.UUID | None = None
     try:
         begun = await _start(state, execution_id)
+        if begun is None:
+            return
+        session_id, turn_id, timeout = begun
+        async with state.db.transaction(readonly=True) as db:
+            execution = await db.get(TaskExecution, execution_id)
+            assert execution is not None
+            user_id = execution.user_id
+        turn_task = turns.dispatch(state, session_id, turn_id, user_id)
+        if await _was_cancelled(state, execution_id):  # cancelled while the turn was being set up
+            await session_service.interrupt(state, session_id)
+        done, _ = await asyncio.wait({turn_task}, timeout=max(0.0, timeout - (time.monotonic() - started)))
+        timed_out = not done
+        if timed_out:
+            await session_service.interrupt(state, session_id)
+            await asyncio.wait({turn_task}, timeout=30)
+        task = await _complete(state, execution_id, session_id, turn_id, timed_out)
+        if task is not None and task.generate_report:
+            await _report(state, execution_id, session_id, task)
+    except asyncio.CancelledError:
+        await _record_crash(state, execution_id, "shutting_down", "the server shut down during the execution")
+        raise
     except Exception as exc:
-        log.exception("task execution %s failed to start", execution_id)
-        await _record_crash(state, execution_id, exc)
-        return
-    if begun is None:
-        return
-    session_id, turn_id, timeout = begun
-    async with state.db.transaction(readonly=True) as db:
-        user_id = (await db.get(TaskExecution, execution_id)).user_id  # type: ignore[union-attr]
-    turn_task = turns.dispatch(state, session_id, turn_id, user_id)
-    done, _ = await asyncio.wait({turn_task}, timeout=max(0.0, timeout - (time.monotonic() - started)))
-    timed_out = not done
-    if timed_out:
-        await session_service.interrupt(state, session_id)
-        await asyncio.wait({turn_task}, timeout=30)
-    try:
-        await _complete(state, execution_id, session_id, turn_id, timed_out)
-    except Exception as exc:
-        log.exception("task execution %s failed while finishing", execution_id)
-        await _record_crash(state, execution_id, exc)
+        log.exception("task execution %s failed", execution_id)
+        await _record_crash(state, execution_id, "internal_error", str(exc) or type(exc).__name__)
     finally:
-        await session_service.stop_agent(state, session_id)
+        if session_id is not None:
+            await session_service.stop_agent(state, session_id)
+
+
+async def _was_cancelled(state: AppState, execution_id: uuid.UUID) -> bool:
+    async with state.db.transaction(readonly=True) as db:
+        execution = await db.get(TaskExecution, execution_id)
+        return execution is not None and execution.status == "cancelled"
 
 
 async def _complete(
     state: AppState, execution_id: uuid.UUID, session_id: uuid.UUID, turn_id: uuid.UUID, timed_out: bool
-) -> None:
+) -> Task | None:
+    """The execution's outcome, committed on its own so a report that fails later cannot undo it."""
     async with state.db.transaction() as db:
-        execution = await db.get(TaskExecution, execution_id)
+        execution = await db.get(TaskExecution, execution_id, with_for_update=True)
         turn = await db.get(Turn, turn_id)
         task = await db.get(Task, execution.task_id) if execution else None
         if execution is None or turn is None or task is None:
-            return
+            return None
         execution.total_cost_usd = float(turn.cost_usd or 0)
         execution.result_data = {
             "result": turn.result,
@@ -164,7 +178,14 @@ async def _complete(
             status, code, error = "failed", "turn_failed", "; ".join(turn.errors or []) or turn.result or "turn failed"
         await _finish(db, execution, status, code=code, error=error)
         await claim_and_record(db, session_id, ("active", "failed"), "completed", "task execution finished")
-        if task.generate_report:
+        return task
+
+
+async def _report(state: AppState, execution_id: uuid.UUID, session_id: uuid.UUID, task: Task) -> None:
+    try:
+        async with state.db.transaction() as db:
+            execution = await db.get(TaskExecution, execution_id)
+            assert execution is not None
             report = await report_service.create_report(
                 db,
                 state,
@@ -176,23 +197,36 @@ async def _complete(
                 error=execution.error_message,
             )
             execution.report_id = report.id
+    except Exception as exc:
+        log.exception("the report of task execution %s failed", execution_id)
+        async with state.db.transaction() as db:
+            execution = await db.get(TaskExecution, execution_id)
+            if execution is not None:
+                execution.result_data = {**(execution.result_data or {}), "report_error": str(exc)[:1000]}
 
 
-async def _record_crash(state: AppState, execution_id: uuid.UUID, exc: BaseException) -> None:
+async def _record_crash(state: AppState, execution_id: uuid.UUID, code: str, error: str) -> None:
     async with state.db.transaction() as db:
-        execution = await db.get(TaskExecution, execution_id)
+        execution = await db.get(TaskExecution, execution_id, with_for_update=True)
         if execution is not None and execution.status in UNFINISHED:
-            await _finish(db, execution, "failed", code="internal_error", error=str(exc) or type(exc).__name__)
+            await _finish(db, execution, "failed", code=code, error=error)
 
 
-async def cancel(db: AsyncSession, state: AppState, execution: TaskExecution) -> TaskExecution:
-    """Queued: cancelled at once. Running: marked cancelled and its turn interrupted; the report still follows."""
-    if execution.status not in UNFINISHED:
+async def cancel(db: AsyncSession, execution: TaskExecution) -> TaskExecution:
+    """Mark a queued or running execution cancelled (compare-and-set: it wins or finds the execution ended).
+    The caller commits, then `interrupt_cancelled` stops its turn; the report still follows."""
+    if not await repo.cancel_unfinished(db, execution.id):
+        await db.refresh(execution)
         raise Conflict(f"The execution already ended ({execution.status})", code="execution_finished")
+    await db.refresh(execution)
     await _finish(db, execution, "cancelled", code="cancelled", error="cancelled by the user")
+    return execution
+
+
+async def interrupt_cancelled(state: AppState, execution: TaskExecution) -> None:
+    # Without a session yet, the runner sees the cancel itself once its turn is set up.
     if execution.session_id is not None:
         await session_service.interrupt(state, execution.session_id)
-    return execution
 
 
 async def recover_after_restart(state: AppState) -> int:

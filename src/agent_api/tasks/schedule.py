@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -19,14 +19,14 @@ def next_slot(cron: str, timezone: str, after: datetime) -> datetime:
 
 
 def due_slots(cron: str, timezone: str, first: datetime, now: datetime) -> list[datetime]:
-    """Slots from `first` (itself a slot) up to and including `now`, keeping only the newest few."""
-    slots = [first]
+    """Slots from `first` (itself a slot) up to and including `now`; after a long downtime only the newest
+    MAX_SKIPPED_RECORDED + 1, found walking back from `now`, so the work does not grow with the downtime."""
     zone = ZoneInfo(timezone)
-    itr = croniter(cron, first.astimezone(zone))
-    while True:
-        nxt: datetime = itr.get_next(datetime)
-        if nxt.astimezone(UTC) > now:
-            return slots
-        slots.append(nxt.astimezone(UTC))
-        if len(slots) > MAX_SKIPPED_RECORDED + 1:
-            slots.pop(0)
+    newest_first: list[datetime] = []
+    itr = croniter(cron, now.astimezone(zone) + timedelta(microseconds=1))  # get_prev may return `now` itself
+    while len(newest_first) <= MAX_SKIPPED_RECORDED:
+        slot = itr.get_prev(datetime).astimezone(UTC)
+        if slot < first:
+            break
+        newest_first.append(slot)
+    return list(reversed(newest_first)) or [first]

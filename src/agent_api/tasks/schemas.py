@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from agent_api.sessions.schemas import MAX_MESSAGE_CHARS, SessionSettings
@@ -30,7 +30,9 @@ def check_cron(expression: str | None) -> str | None:
             f"invalid cron expression {expression!r}: expected 5 fields (minute hour day month weekday), got {len(fields)}"
         )
     try:
-        croniter(expression)
+        croniter(expression).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"cron expression {expression!r} never fires (no such date)") from None
     except (ValueError, KeyError) as exc:
         raise ValueError(f"invalid cron expression {expression!r}: {exc}") from exc
     return expression
@@ -39,7 +41,7 @@ def check_cron(expression: str | None) -> str | None:
 def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name such as "America" is a directory
         raise ValueError(f"unknown time zone {name!r}") from exc
     return name
 

@@ -117,7 +117,10 @@ async def update(db: AsyncSession, user: User, task: Task, body: TaskUpdate) -> 
         task.schedule_timezone = body.schedule_timezone
     if body.schedule_enabled is not None:
         task.schedule_enabled = body.schedule_enabled
-    reschedule(task)
+    schedule_fields = {"schedule_cron", "schedule_timezone", "schedule_enabled", "is_scheduled"}
+    if sent & schedule_fields:
+        # Only a changed schedule moves the next run; any other edit leaves overdue slots to the catch-up policy.
+        reschedule(task)
     task.updated_at = utcnow()
     await db.flush()
     return task
