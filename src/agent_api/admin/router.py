@@ -23,21 +23,9 @@ from agent_api.admin.schemas import (
 from agent_api.auth.deps import AdminUser
 from agent_api.deps import DB, State
 from agent_api.pagination import Page, Pagination
+from agent_api.sessions.schemas import SessionStatus
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-SessionStatus = Literal[
-    "created",
-    "connecting",
-    "processing",
-    "waiting",
-    "active",
-    "paused",
-    "completed",
-    "failed",
-    "terminated",
-    "archived",
-]
 
 
 @router.get("/stats", response_model=AdminStats)

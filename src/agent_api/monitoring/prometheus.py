@@ -4,7 +4,7 @@ and task executions by status) are read from the database at scrape time, so eve
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, get_args
 
 from fastapi import APIRouter, Header
 from fastapi.responses import Response
@@ -14,21 +14,11 @@ from agent_api.deps import DB, State
 from agent_api.errors import Unauthorized
 from agent_api.models.task import EXECUTION_STATUSES
 from agent_api.monitoring import repository as repo
+from agent_api.sessions.schemas import SessionStatus
 
 router = APIRouter(tags=["monitoring"])
 
-SESSION_STATUSES = (
-    "created",
-    "connecting",
-    "processing",
-    "waiting",
-    "active",
-    "paused",
-    "completed",
-    "failed",
-    "terminated",
-    "archived",
-)
+SESSION_STATUSES = get_args(SessionStatus)
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from agent_api.sessions.schemas import SessionSettings
+from agent_api.sessions.schemas import SessionSettings, SessionSettingsRead
 
 Category = Literal["development", "security", "production", "debugging", "performance", "custom"]
 Scope = Literal["my", "public", "accessible"]
@@ -86,7 +86,7 @@ class TemplateSearch(BaseModel):
     page_size: int = Field(default=20, ge=1, le=100)
 
 
-class TemplateRead(BaseModel):
+class TemplateRead(SessionSettingsRead):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
@@ -95,13 +95,6 @@ class TemplateRead(BaseModel):
     description: str | None
     category: str
     tags: list[str]
-    system_prompt: str | None
-    allowed_tools: list[str]
-    disallowed_tools: list[str]
-    blocked_commands: list[str]
-    permission_mode: str
-    sdk_options: dict[str, Any]
-    mcp_server_ids: list[str]
     initial_message: str | None
     seed_files: list[dict[str, str]]
     is_public: bool

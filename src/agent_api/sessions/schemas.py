@@ -84,7 +84,21 @@ class SessionCreate(SessionSettings):
         return value
 
 
-class SessionRead(BaseModel):
+class SessionSettingsRead(BaseModel):
+    """The agent settings as a session, a template and a task report them."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+    system_prompt: str | None
+    allowed_tools: list[str]
+    disallowed_tools: list[str]
+    blocked_commands: list[str]
+    permission_mode: str
+    sdk_options: dict[str, Any]
+    mcp_server_ids: list[str]
+
+
+class SessionRead(SessionSettingsRead):
     model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
     id: uuid.UUID
@@ -93,13 +107,6 @@ class SessionRead(BaseModel):
     description: str | None
     status: str
     template_id: uuid.UUID | None
-    system_prompt: str | None
-    allowed_tools: list[str]
-    disallowed_tools: list[str]
-    blocked_commands: list[str]
-    permission_mode: str
-    sdk_options: dict[str, Any]
-    mcp_server_ids: list[str]
     mcp_status: list[dict[str, Any]] | None = Field(
         default=None, description="Each attached MCP server's connection status, as the agent last reported it"
     )

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from agent_api.sessions.schemas import MAX_MESSAGE_CHARS, SessionSettings
+from agent_api.sessions.schemas import MAX_MESSAGE_CHARS, SessionSettings, SessionSettingsRead
 
 ReportFormat = Literal["html", "pdf", "json"]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
@@ -99,7 +99,7 @@ class TaskUpdate(SessionSettings, _Schedule):
     metadata: dict[str, Any] | None = None
 
 
-class TaskRead(BaseModel):
+class TaskRead(SessionSettingsRead):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
@@ -109,13 +109,6 @@ class TaskRead(BaseModel):
     prompt_template: str
     variables: dict[str, Any]
     template_id: uuid.UUID | None
-    system_prompt: str | None
-    allowed_tools: list[str]
-    disallowed_tools: list[str]
-    blocked_commands: list[str]
-    permission_mode: str
-    sdk_options: dict[str, Any]
-    mcp_server_ids: list[str]
     schedule_cron: str | None
     schedule_timezone: str
     schedule_enabled: bool
