@@ -130,9 +130,7 @@ async def run_execution(state: AppState, execution_id: uuid.UUID) -> None:
         if timed_out:
             await session_service.interrupt(state, session_id)
             await asyncio.wait({turn_task}, timeout=30)
-        task = await _complete(state, execution_id, session_id, turn_id, timed_out)
-        if task is not None and task.generate_report:
-            await _report(state, execution_id, session_id, task)
+        await _complete(state, execution_id, session_id, turn_id, timed_out)
     except asyncio.CancelledError:
         await _record_crash(state, execution_id, "shutting_down", "the server shut down during the execution")
         raise
@@ -152,14 +150,14 @@ async def _was_cancelled(state: AppState, execution_id: uuid.UUID) -> bool:
 
 async def _complete(
     state: AppState, execution_id: uuid.UUID, session_id: uuid.UUID, turn_id: uuid.UUID, timed_out: bool
-) -> Task | None:
-    """The execution's outcome, committed on its own so a report that fails later cannot undo it."""
+) -> None:
+    """The execution's outcome and its report, visible together; a report that fails cannot undo the outcome."""
     async with state.db.transaction() as db:
         execution = await db.get(TaskExecution, execution_id, with_for_update=True)
         turn = await db.get(Turn, turn_id)
         task = await db.get(Task, execution.task_id) if execution else None
         if execution is None or turn is None or task is None:
-            return None
+            return
         execution.total_cost_usd = float(turn.cost_usd or 0)
         execution.result_data = {
             "result": turn.result,
@@ -178,14 +176,15 @@ async def _complete(
             status, code, error = "failed", "turn_failed", "; ".join(turn.errors or []) or turn.result or "turn failed"
         await _finish(db, execution, status, code=code, error=error)
         await claim_and_record(db, session_id, ("active", "failed"), "completed", "task execution finished")
-        return task
+        if task.generate_report:
+            await _report(db, state, execution, session_id, task)
 
 
-async def _report(state: AppState, execution_id: uuid.UUID, session_id: uuid.UUID, task: Task) -> None:
+async def _report(
+    db: AsyncSession, state: AppState, execution: TaskExecution, session_id: uuid.UUID, task: Task
+) -> None:
     try:
-        async with state.db.transaction() as db:
-            execution = await db.get(TaskExecution, execution_id)
-            assert execution is not None
+        async with db.begin_nested():  # a failure rolls back the report alone
             report = await report_service.create_report(
                 db,
                 state,
@@ -196,13 +195,11 @@ async def _report(state: AppState, execution_id: uuid.UUID, session_id: uuid.UUI
                 task_execution_id=execution.id,
                 error=execution.error_message,
             )
-            execution.report_id = report.id
     except Exception as exc:
-        log.exception("the report of task execution %s failed", execution_id)
-        async with state.db.transaction() as db:
-            execution = await db.get(TaskExecution, execution_id)
-            if execution is not None:
-                execution.result_data = {**(execution.result_data or {}), "report_error": str(exc)[:1000]}
+        log.exception("the report of task execution %s failed", execution.id)
+        execution.result_data = {**(execution.result_data or {}), "report_error": str(exc)[:1000]}
+        return
+    execution.report_id = report.id
 
 
 async def _record_crash(state: AppState, execution_id: uuid.UUID, code: str, error: str) -> None:
