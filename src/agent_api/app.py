@@ -7,9 +7,11 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.engine import make_url
 
 from agent_api import __version__, migrate
 from agent_api.admin.router import router as admin_router
@@ -60,6 +62,16 @@ class SandboxUnavailable(RuntimeError):
     pass
 
 
+def private_paths(settings: Settings) -> tuple[str, ...]:
+    """What agents' sandboxed Bash must not read: the data dir, and a SQLite database kept elsewhere."""
+    paths = [str(settings.data_dir.resolve())]
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        database = Path(url.database).resolve()
+        paths += [str(database), f"{database}-wal", f"{database}-shm", f"{database}-journal"]
+    return tuple(paths)
+
+
 async def _start_runtime(state: AppState) -> None:
     settings = state.settings
     sandbox_ok = model_endpoint.sandbox_available()
@@ -69,8 +81,18 @@ async def _start_runtime(state: AppState) -> None:
     state.endpoint = await model_endpoint.start_endpoint(settings.cli_max_retries)
     config_dir = settings.data_dir / "claude"
     config_dir.mkdir(parents=True, exist_ok=True)
+    if not state.bash_sandboxed:
+        log.warning(
+            "Bash runs WITHOUT a sandbox: an agent whose Bash call is approved can read this server's data dir "
+            "(secret key, database, other users' files). Install bubblewrap and socat for a multi-user server."
+        )
     state.agents = AgentPool(
-        RuntimeConfig(env=state.endpoint.env, config_dir=config_dir.resolve(), bash_sandboxed=state.bash_sandboxed),
+        RuntimeConfig(
+            env=state.endpoint.env,
+            config_dir=config_dir.resolve(),
+            bash_sandboxed=state.bash_sandboxed,
+            private_paths=private_paths(settings),
+        ),
         max_live=settings.max_live_sessions,
         idle_timeout_s=settings.idle_timeout_s,
     )

@@ -242,6 +242,32 @@ class TestSandbox:
         health = (await client.get("/api/v1/monitoring/health/sdk")).json()
         assert health["sandbox"]["bash_sandboxed"] is True
 
+    async def test_sandboxed_bash_cannot_read_the_data_dir(
+        self, app: object, client: httpx.AsyncClient, sessions: SessionsApi, users: Users
+    ) -> None:
+        """Not the secret key, not the database, not another user's files: only its own directory."""
+        settings = app_state(app).settings
+        data_dir = settings.data_dir.resolve()
+        database = settings.resolved_database_url.split("///", 1)[-1]
+        other = await SessionsApi(client, await users.create()).create()
+        other_file = service.workdir_of(app_state(app), uuid.UUID(other["id"])) / "private.txt"
+        other_file.write_text("someone else's notes")
+        s = await sessions.create(permission_mode="default")
+        secret = (data_dir / "secret_key").read_text() if (data_dir / "secret_key").exists() else settings.secret_key
+        command = (
+            f"run: (cat {data_dir}/secret_key; cat {other_file}; ls {data_dir}/claude; "
+            f"head -c 15 {database}; cat mine.txt) > seen.txt 2>&1"
+        )
+        (service.workdir_of(app_state(app), uuid.UUID(s["id"])) / "mine.txt").write_text("my own file")
+        r = await sessions.query(s["id"], command)
+        assert r.json()["turn_status"] == "completed", r.text
+        download = await client.get(f"/api/v1/sessions/{s['id']}/workdir/download", headers=sessions.user.headers)
+        seen = (tar_members(download.content)["seen.txt"] or b"").decode()
+        assert "my own file" in seen  # the command ran, and its own directory is readable
+        assert "someone else's notes" not in seen
+        assert "SQLite format" not in seen  # a SQLite database kept outside the data dir is hidden too
+        assert secret and secret not in seen
+
 
 class TestHealthReportsTheModel:
     async def test_offline_model_is_labelled(self, client: httpx.AsyncClient) -> None:

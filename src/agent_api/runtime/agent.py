@@ -82,6 +82,9 @@ class RuntimeConfig:
     config_dir: Path
     bash_sandboxed: bool = False
     stderr_lines: int = 50
+    # Absolute paths sandboxed Bash may not read (the data dir: the secret key, the database, other sessions'
+    # files and transcripts); the session's own working directory inside them stays readable.
+    private_paths: tuple[str, ...] = ()
 
 
 class AgentStartError(Exception):
@@ -115,7 +118,11 @@ class LiveAgent:
     def _options(self) -> ClaudeAgentOptions:
         spec = self.spec
         env = {**self.config.env, "CLAUDE_CONFIG_DIR": str(self.config.config_dir)}
-        sandbox: Any = {"enabled": True, "autoAllowBashIfSandboxed": True} if self.config.bash_sandboxed else None
+        sandbox: Any = None
+        if self.config.bash_sandboxed:
+            sandbox = {"enabled": True, "autoAllowBashIfSandboxed": True}
+            if self.config.private_paths:
+                sandbox["filesystem"] = {"denyRead": list(self.config.private_paths), "allowRead": [str(spec.cwd)]}
         return ClaudeAgentOptions(
             cwd=str(spec.cwd),
             system_prompt=spec.system_prompt,
