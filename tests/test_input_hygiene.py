@@ -78,3 +78,20 @@ class TestTimestampsWithoutOffset:
         )
         assert r.status_code == 201, r.text
         assert r.json()["expires_at"].startswith("2100-01-01T00:00:00")
+
+
+class TestOutOfRange:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "/api/v1/sessions?created_after=0001-01-01T00:00:00%2B05:00",
+            "/api/v1/sessions?created_before=9999-12-31T23:59:59-05:00",
+            "/api/v1/monitoring/costs/user/{me}?start=0001-01-01T00:00:00%2B05:00",
+            "/api/v1/monitoring/costs/user/{me}?start=2020-01-01&end=9999-12-31T23:59:59-05:00",
+        ],
+    )
+    async def test_dates_that_cannot_become_utc_are_422(
+        self, client: httpx.AsyncClient, owner: UserAccount, url: str
+    ) -> None:
+        r = await client.get(url.format(me=owner.id), headers=owner.headers)
+        assert_error_shape(r, 422)

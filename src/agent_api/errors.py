@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("agent_api.errors")
@@ -171,6 +172,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, exc.status_code, code, message, headers=dict(exc.headers or {}))
 
 
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    """A client's date near year 1 or 9999 with an offset, say, cannot become UTC; any other database statement
+    error is a server fault."""
+    cause = exc.orig if isinstance(exc, StatementError) else exc
+    if isinstance(cause, OverflowError):
+        return error_response(request, 422, "value_out_of_range", f"A value is out of range: {cause}")
+    return await _unhandled_error(request, exc)
+
+
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = request_id_of(request)
     log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
@@ -183,4 +193,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(StatementError, _out_of_range)
     app.add_exception_handler(Exception, _unhandled_error)

@@ -107,3 +107,36 @@ class HttpMetricsMiddleware:
             method = scope.get("method", "GET")
             self.metrics.http_requests.labels(method, template, str(status["code"])).inc()
             self.metrics.http_latency.labels(method, template).observe(time.perf_counter() - started)
+
+
+_BUILT_IN_TOOLS = frozenset(
+    {
+        "Agent",
+        "Bash",
+        "BashOutput",
+        "Edit",
+        "ExitPlanMode",
+        "Glob",
+        "Grep",
+        "KillShell",
+        "LS",
+        "MultiEdit",
+        "NotebookEdit",
+        "NotebookRead",
+        "Read",
+        "Skill",
+        "Task",
+        "TodoWrite",
+        "WebFetch",
+        "WebSearch",
+        "Write",
+    }
+)
+
+
+def tool_label(name: str) -> str:
+    """A bounded label: built-in tools by name, MCP tools as `mcp`, anything else a model names as `other`
+    (tool names come from the model and from users' server names; each label value is a new series)."""
+    if name in _BUILT_IN_TOOLS:
+        return name
+    return "mcp" if name.startswith("mcp__") else "other"

@@ -70,17 +70,26 @@ class TestCrud:
             {"name": "x", "server_type": "http", "config": {"command": "ls"}},
             {"name": "x", "server_type": "stdio", "config": {"url": "https://mcp.example.com"}},
             {"name": "x", "server_type": "http", "config": {"url": "https://mcp.example.com", "headers": {"a b": "c"}}},
-            {
-                "name": "x",
-                "server_type": "http",
-                "config": {"url": "https://mcp.example.com"},
-                "user_id": str(uuid.uuid4()),
-            },
         ],
     )
     async def test_bad_input_is_422_and_creates_nothing(self, owner_api: McpApi, body: dict[str, object]) -> None:
         assert_error_shape(await owner_api.post("", json=body), 422)
         assert await owner_api.own_names() == []
+
+    async def test_unknown_and_unsettable_fields_are_ignored(self, owner_api: McpApi) -> None:
+        """DESIGN: unknown fields are ignored and never stored; owner and health are not the client's to set."""
+        body = {
+            "name": "ignored-extras",
+            "server_type": "http",
+            "config": {"type": "http", "url": "https://mcp.example.com", "extra": 1},
+            "user_id": str(uuid.uuid4()),
+            "health_status": "healthy",
+        }
+        r = await owner_api.post("", json=body)
+        assert r.status_code == 201, r.text
+        created = r.json()
+        assert created["user_id"] != body["user_id"] and created["health_status"] == "unknown"
+        assert created["config"] == {"url": "https://mcp.example.com", "headers": {}}
 
 
 class TestVisibility:
@@ -149,6 +158,9 @@ class TestSsrf:
             "ftp://files.example.com/mcp",
             "file:///etc/passwd",
             "https://user:pw@mcp.example.com/mcp",
+            # Parsers that read "\\" as "/" (the agent CLI's) would connect to 169.254.169.254.
+            "http://169.254.169.254\\.x.example.com/latest/meta-data/",
+            "http://mcp%2eexample.com/mcp",
         ],
     )
     async def test_unsafe_urls_are_refused(self, owner_api: McpApi, url: str) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from agent_api.config import Settings
-from agent_api.errors import Conflict
+from agent_api.errors import Conflict, Forbidden
 from agent_api.mcp_servers import secrets, ssrf
-from agent_api.mcp_servers.policy import executable_allowlisted, runnable_reason
+from agent_api.mcp_servers.policy import ensure_may_register_stdio, executable_allowlisted, runnable_reason
+from agent_api.models import User
 from agent_api.runtime.offline_model import plan_reply
 
 
@@ -41,6 +42,13 @@ class TestSsrf:
         with pytest.raises(ssrf.UnsafeUrl, match="private"):
             await ssrf.check_url("https://rebind.example.com/mcp", [])
         await ssrf.check_url("https://rebind.example.com/mcp", ["REBIND.example.com."])  # allowlisted host
+
+    def test_only_plain_hosts_parse(self) -> None:
+        for url in ("http://169.254.169.254\\.evil.example/x", "http://a%2eb.example/", "http://exa mple.com/"):
+            with pytest.raises(ssrf.UnsafeUrl, match="host may contain only"):
+                ssrf._parsed(url)
+        assert ssrf._parsed("https://MCP.example.com:8443/x?y=1") == ("https", "mcp.example.com")
+        assert ssrf._parsed("http://[2606:4700::1111]:80/") == ("http", "2606:4700::1111")
 
     async def test_unresolvable_is_its_own_error(self) -> None:
         with pytest.raises(ssrf.UnresolvableHost):
@@ -72,6 +80,20 @@ class TestStdioPolicy:
         assert runnable_reason(settings, "npx") is None
         assert "allowlist" in str(runnable_reason(settings, "bash"))
         assert "disabled" in str(runnable_reason(settings.model_copy(update={"mcp_stdio": "off"}), "npx"))
+
+
+class TestStdioEnvironment:
+    @pytest.mark.parametrize(
+        "name", ["PATH", "LD_PRELOAD", "ld_library_path", "NODE_OPTIONS", "PYTHONPATH", "BASH_ENV"]
+    )
+    def test_variables_that_steer_execution_are_for_admins_only(self, name: str) -> None:
+        settings = Settings(mcp_stdio="allowlist", mcp_stdio_allowlist=["git"])
+        config = {"command": "git", "env": {name: "/tmp/evil", "GIT_TOKEN": "x"}}
+        with pytest.raises(Forbidden) as caught:
+            ensure_may_register_stdio(settings, User(role="user"), config)
+        assert caught.value.code == "mcp_env_not_allowed"
+        ensure_may_register_stdio(settings, User(role="admin"), config)  # an admin may
+        ensure_may_register_stdio(settings, User(role="user"), {"command": "git", "env": {"GIT_TOKEN": "x"}})
 
 
 class TestSecrets:

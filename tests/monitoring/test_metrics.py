@@ -129,3 +129,12 @@ class TestSessionMetrics:
             "max_ms": None,
             "mean_ms": None,
         }
+
+
+def test_tool_labels_stay_bounded() -> None:
+    """Tool names come from the model and from users' MCP server names; labels must not grow with them."""
+    from agent_api.metrics import tool_label
+
+    assert tool_label("Bash") == "Bash" and tool_label("Write") == "Write"
+    assert tool_label("mcp__acme-secret-server__search") == "mcp"
+    assert tool_label("anything a model invents " * 10) == "other"

@@ -184,3 +184,20 @@ class TestSymlinks:
         assert r.status_code == 200, r.text
         assert os.path.islink(path / "leak") and os.readlink(path / "leak") == str(target)
         assert target.read_bytes() == marker * 4
+
+
+class TestRefusedForkLeavesNothing:
+    async def test_query_with_fork_over_budget_copies_no_files(self, app: object, sessions: SessionsApi) -> None:
+        from agent_api.models import User
+        from agent_api.runtime import workdir
+
+        s = await sessions.create()
+        state = app_state(app)
+        async with state.db.transaction() as db:
+            user = await db.get(User, uuid.UUID(sessions.user.id))
+            assert user is not None
+            user.monthly_budget_usd = 0.0
+        before = set(os.listdir(workdir.workdir_root(state.settings.data_dir)))
+        r = await sessions.query(s["id"], "hi", wait=False, fork=True)
+        assert_error_shape(r, 402, "budget_exceeded")
+        assert set(os.listdir(workdir.workdir_root(state.settings.data_dir))) == before

@@ -43,6 +43,26 @@ def ensure_may_register_stdio(settings: Settings, user: User, config: dict[str, 
             "Only administrators may register stdio MCP servers (they run commands on the host)",
             code="mcp_stdio_admin_only",
         )
+    steering = sorted(name for name in config.get("env") or {} if _steers_execution(name))
+    if steering and not user.is_admin:
+        # PATH would pick another `npx` than the allowlisted one; LD_PRELOAD and friends load any code into it.
+        raise Forbidden(
+            f"Only administrators may set these variables for a stdio server: {', '.join(steering)}",
+            code="mcp_env_not_allowed",
+            details={"variables": steering},
+        )
+
+
+_STEERING_EXACT = frozenset(
+    {"PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "NODE_OPTIONS", "NODE_PATH", "GIT_EXEC_PATH"}
+)
+_STEERING_PREFIXES = ("LD_", "DYLD_", "PYTHON", "PERL5", "PERLLIB", "RUBY", "GCONV_", "NPM_CONFIG_")
+
+
+def _steers_execution(name: str) -> bool:
+    """Variables that change which program runs, or what code it loads."""
+    upper = name.upper()
+    return upper in _STEERING_EXACT or upper.startswith(_STEERING_PREFIXES)
 
 
 async def ensure_safe_url(settings: Settings, url: str) -> None:

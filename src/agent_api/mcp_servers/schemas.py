@@ -30,7 +30,7 @@ MAX_ENTRIES = 64
 
 
 class StdioConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # DESIGN: unknown fields are ignored, never stored
 
     command: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1_024)]
     args: list[Arg] = Field(default_factory=list, max_length=MAX_ENTRIES)
@@ -46,7 +46,7 @@ class StdioConfig(BaseModel):
 
 
 class RemoteConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # DESIGN: unknown fields are ignored, never stored
 
     url: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2_048)]
     headers: dict[HeaderName, SecretValue] = Field(default_factory=dict, max_length=MAX_ENTRIES)
@@ -65,7 +65,7 @@ def parse_config(server_type: str, config: Any) -> StdioConfig | RemoteConfig:
 
 
 class McpServerCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # DESIGN: unknown fields are ignored, never stored
 
     name: ServerName
     description: Annotated[str, StringConstraints(max_length=2_000)] | None = None
@@ -86,7 +86,7 @@ class McpServerCreate(BaseModel):
 class McpServerUpdate(BaseModel):
     """Every field optional; `config` replaces the whole config, and a secret sent as "***" keeps its value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # DESIGN: unknown fields are ignored, never stored
 
     name: ServerName | None = None
     description: Annotated[str, StringConstraints(max_length=2_000)] | None = None
@@ -164,7 +164,7 @@ class TemplateList(BaseModel):
 class FromTemplate(BaseModel):
     """`POST /mcp-servers` with `template` instead of `server_type`/`config`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # DESIGN: unknown fields are ignored, never stored
 
     template: Annotated[str, StringConstraints(max_length=64)]
     name: ServerName | None = None

@@ -39,7 +39,14 @@ def _parsed(url: str) -> tuple[str, str]:
         raise UnsafeUrl("the URL has no host")
     if parts.username is not None or parts.password is not None:
         raise UnsafeUrl("credentials in the URL are not allowed; send them as a header")
+    # Other URL parsers (the agent CLI's among them) read "\\", "%" or control characters differently and could
+    # reach another host than the one checked here: only plain names and IP literals pass.
+    if not _PLAIN_HOST.fullmatch(parts.netloc.rsplit("@", 1)[-1]) or any(c in url for c in "\\\t\r\n "):
+        raise UnsafeUrl("the URL's host may contain only letters, digits, '-', '.', ':' and an IP literal in brackets")
     return parts.scheme, parts.hostname.rstrip(".").lower()
+
+
+_PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def is_allowed_host(host: str, allowed_hosts: Iterable[str]) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.admin import audit
+from agent_api.metrics import tool_label
 from agent_api.models import HookRun, Message, PermissionRequest, Session, ToolCall
 from agent_api.models.base import utcnow
 from agent_api.runtime.agent import HookRecord
@@ -176,7 +177,7 @@ class TurnRecorder:
                 )
             await repo.add_totals(db, self.session_id, message_count=1, tool_call_count=len(tool_uses))
         for use in tool_uses:
-            self.state.metrics.tool_calls.labels(use.name).inc()
+            self.state.metrics.tool_calls.labels(tool_label(use.name)).inc()
 
     async def _on_user(self, message: UserMessage) -> None:
         content = message.content

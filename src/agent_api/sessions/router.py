@@ -14,6 +14,8 @@ from agent_api import idempotency
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State
 from agent_api.errors import NotFound, PayloadTooLarge
+from agent_api.monitoring.budgets import ensure_within_budget
+from agent_api.monitoring.rate_limits import check_user_rate
 from agent_api.pagination import Page, Pagination, fetch_page
 from agent_api.runtime import workdir
 from agent_api.sessions import repository as repo
@@ -100,8 +102,12 @@ async def query(
     replayed = await idempotency.replay(db, user.id, scope, key)
     if replayed is not None:
         return replayed
+    if body.fork:
+        # Refusals first: a fork copies the working directory, which a rolled-back request would leave behind.
+        check_user_rate(state, user.id, "query")
+        await ensure_within_budget(db, state, user.id)
     target = await service.fork(db, state, user, s, ForkRequest()) if body.fork else s
-    turn, message = await turns.start_query(db, state, user, target, body.message)
+    turn, message = await turns.start_query(db, state, user, target, body.message, count_rate=not body.fork)
     accepted = QueryAccepted(id=target.id, message_id=message.id, turn_id=turn.id, status="processing")
     if not body.wait:
         await idempotency.remember(db, user.id, scope, key, 202, accepted)
