@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from agent_api.runtime.key_proxy import DEFAULT_UPSTREAM, CredentialProxy
 from agent_api.runtime.offline_model import OFFLINE_MODEL_NAME, OfflineModel, cli_env
 
 log = logging.getLogger("agent_api.runtime")
@@ -73,18 +74,35 @@ class ModelEndpoint:
     model: str | None
     base_url: str | None
     offline: OfflineModel | None = None
+    relay: CredentialProxy | None = None
 
     async def stop(self) -> None:
         if self.offline is not None:
             await self.offline.stop()
+        if self.relay is not None:
+            await self.relay.stop()
 
 
 async def start_endpoint(max_retries: int, environ: Mapping[str, str] | None = None) -> ModelEndpoint:
     environ = os.environ if environ is None else environ
     env = base_env(max_retries, environ)
-    if environ.get("ANTHROPIC_API_KEY") or environ.get("ANTHROPIC_AUTH_TOKEN"):
-        env.update({k: environ[k] for k in PASSTHROUGH if environ.get(k)})
-        return ModelEndpoint("anthropic", env, environ.get("ANTHROPIC_MODEL"), environ.get("ANTHROPIC_BASE_URL"))
+    api_key, auth_token = environ.get("ANTHROPIC_API_KEY"), environ.get("ANTHROPIC_AUTH_TOKEN")
+    if api_key or auth_token:
+        upstream = environ.get("ANTHROPIC_BASE_URL")
+        relay = CredentialProxy(upstream, api_key=api_key, auth_token=None if api_key else auth_token)
+        await relay.start()
+        env.update(
+            {
+                "ANTHROPIC_BASE_URL": relay.base_url,
+                "ANTHROPIC_API_KEY": "" if relay.uses_auth_token else relay.token,
+                "ANTHROPIC_AUTH_TOKEN": relay.token if relay.uses_auth_token else "",
+            }
+        )
+        if environ.get("ANTHROPIC_MODEL"):
+            env["ANTHROPIC_MODEL"] = environ["ANTHROPIC_MODEL"]
+        return ModelEndpoint(
+            "anthropic", env, environ.get("ANTHROPIC_MODEL"), upstream or DEFAULT_UPSTREAM, relay=relay
+        )
     offline = OfflineModel()
     await offline.start()
     env.update(cli_env(offline.base_url))
