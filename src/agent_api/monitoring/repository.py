@@ -18,7 +18,9 @@ FINISHED = ("completed", "failed", "interrupted")
 async def lock_user_budget(db: AsyncSession, user_id: uuid.UUID) -> float | None:
     """The user's own budget, with their row locked until the transaction ends (a no-op on SQLite, whose write
     transactions are already serialized)."""
-    stmt = select(User.monthly_budget_usd).where(User.id == user_id).with_for_update()
+    # key_share=True renders FOR NO KEY UPDATE: it serializes budget checks without blocking inserts whose
+    # foreign keys point at the user (those take KEY SHARE locks, which FOR UPDATE would conflict with).
+    stmt = select(User.monthly_budget_usd).where(User.id == user_id).with_for_update(key_share=True)
     return (await db.execute(stmt)).scalar_one_or_none()
 
 

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from claude_agent_sdk import ResultMessage
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.models import MetricsSnapshot, Session, User
@@ -36,6 +36,9 @@ async def record_result(
     interrupted: bool,
 ) -> TurnOutcome | None:
     now = utcnow()
+    # Lock order: the user's row before the session's, as a query's budget check takes them; the other order
+    # deadlocks on PostgreSQL when the next query arrives while this turn is being booked.
+    await db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))  # FOR NO KEY UPDATE
     turn = await repo.get_turn(db, turn_id)
     session = await repo.get_session(db, session_id)
     if turn is None or session is None:
