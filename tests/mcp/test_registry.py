@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -276,3 +279,37 @@ class TestAttachAndDelete:
         sid = (await owner_api.create(**remote("idle")))["id"]
         await insert_session(app, owner.id, "active", [sid])
         assert (await owner_api.delete(f"/{sid}")).status_code == 204
+
+
+class TestSlowDns:
+    async def test_lookups_happen_outside_the_write_lock(
+        self, owner_api: McpApi, client: httpx.AsyncClient, users: Users, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An import of URLs whose DNS hangs must not hold SQLite's write lock: another user's write goes through
+        while the lookups are still waiting."""
+        entered, release = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        real_getaddrinfo = loop.getaddrinfo
+
+        async def slow_getaddrinfo(host: str, port: int, **kwargs: Any) -> Any:
+            if host.startswith("slow-"):
+                entered.set()
+                await release.wait()
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+            return await real_getaddrinfo(host, port, **kwargs)
+
+        monkeypatch.setattr(loop, "getaddrinfo", slow_getaddrinfo)
+        document = {
+            "mcpServers": {f"s{i}": {"type": "http", "url": f"https://slow-{i}.example.com/mcp"} for i in range(3)}
+        }
+        importing = asyncio.create_task(owner_api.post("/import", json=document))
+        await asyncio.wait_for(entered.wait(), 30)
+        other = await users.create()
+        try:
+            # Without the fix this waits for the lock (the busy timeout, 30 s) and fails here.
+            r = await asyncio.wait_for(client.post("/api/v1/sessions", json={}, headers=other.headers), 10)
+            assert r.status_code == 201
+        finally:
+            release.set()
+        result = (await importing).json()
+        assert sorted(result["imported"]) == ["s0", "s1", "s2"] and result["errors"] == []

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State
 from agent_api.errors import ValidationFailed
-from agent_api.mcp_servers import catalogue, desktop, service
+from agent_api.mcp_servers import catalogue, desktop, service, ssrf
 from agent_api.mcp_servers import repository as repo
 from agent_api.mcp_servers.deps import CreateBody, DesktopDocument, VisibleServer
 from agent_api.mcp_servers.schemas import (
@@ -55,6 +55,8 @@ async def import_servers(
     user: CurrentUser, document: DesktopDocument, db: DB, state: State, override_existing: bool = False
 ) -> ImportResult:
     try:
+        entries = desktop.entries_of(document)
+        await _resolve_ahead(db, [e.get("url") for e in entries.values() if isinstance(e, dict)])
         return await desktop.import_config(db, state, user, document, override_existing=override_existing)
     except desktop.ImportFormatError as exc:
         raise ValidationFailed(str(exc), code="invalid_config_format") from exc
@@ -89,6 +91,7 @@ async def create_server(user: CurrentUser, body: CreateBody, db: DB, state: Stat
         except (catalogue.TemplateError, ValidationError) as exc:
             message = str(exc) if isinstance(exc, catalogue.TemplateError) else "The filled template is invalid"
             raise ValidationFailed(message, code="invalid_template_values") from exc
+    await _resolve_ahead(db, [body.config.get("url")])
     return McpServerRead.model_validate(await service.create(db, state, user, body))
 
 
@@ -101,7 +104,17 @@ async def get_server(server: VisibleServer) -> McpServerRead:
 async def update_server(
     server: VisibleServer, body: McpServerUpdate, user: CurrentUser, db: DB, state: State
 ) -> McpServerRead:
+    await _resolve_ahead(db, [(body.config or {}).get("url")])
     return McpServerRead.model_validate(await service.update(db, state, user, server, body))
+
+
+async def _resolve_ahead(db: DB, urls: list[Any]) -> None:
+    """Look the URLs' hosts up before the SSRF checks run in this request's transaction, with the transaction
+    so far (authentication) committed: on SQLite it holds the write lock, and DNS can be slow."""
+    wanted = [u for u in urls if isinstance(u, str)]
+    if wanted:
+        await db.commit()
+        await ssrf.prefetch(wanted)
 
 
 @router.delete("/{server_id}", status_code=status.HTTP_204_NO_CONTENT)

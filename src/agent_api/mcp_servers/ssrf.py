@@ -9,10 +9,12 @@ connection (DNS rebinding); health checks re-check right before connecting and n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import socket
 from collections.abc import Iterable
+from contextvars import ContextVar
 from urllib.parse import urlsplit
 
 # Cloud metadata endpoints by name; their addresses are link-local or private and are refused anyway.
@@ -94,13 +96,58 @@ def inet_aton_form(host: str) -> str | None:
     return str(ipaddress.IPv4Address(number))
 
 
-async def _resolve(host: str, port: int) -> list[str]:
+# Answers looked up ahead by `prefetch` for the current request only (never shared between requests, so a name
+# is always checked as it resolves now).
+_prefetched: ContextVar[dict[tuple[str, int], list[str] | UnresolvableHost] | None] = ContextVar(
+    "mcp_prefetched", default=None
+)
+
+
+async def _lookup(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnresolvableHost(f"the host {host!r} cannot be resolved") from exc
     return [str(info[4][0]) for info in infos]
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    answer = (_prefetched.get() or {}).get((host, port))
+    if isinstance(answer, UnresolvableHost):
+        raise answer
+    return answer if answer is not None else await _lookup(host, port)
+
+
+def _target(url: str) -> tuple[str, int] | None:
+    """The (host, port) a check of `url` would resolve, or None when it needs no lookup."""
+    try:
+        scheme, host = _parsed(url)
+    except UnsafeUrl:
+        return None
+    if inet_aton_form(host) is not None or host in _METADATA_HOSTS:
+        return None
+    return host, 443 if scheme == "https" else 80
+
+
+async def prefetch(urls: Iterable[str], timeout_s: float = 10.0) -> None:
+    """Resolve the hosts of `urls` now, concurrently and under one deadline, for the checks this request makes
+    next. Callers do it before taking SQLite's write lock, so slow DNS never holds up other writers."""
+    answers: dict[tuple[str, int], list[str] | UnresolvableHost] = {}
+
+    async def one(target: tuple[str, int]) -> None:
+        try:
+            answers[target] = await _lookup(*target)
+        except UnresolvableHost as exc:
+            answers[target] = exc
+
+    targets = {t for t in map(_target, urls) if t is not None}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(one(t) for t in targets))
+    for target in targets - answers.keys():
+        answers[target] = UnresolvableHost(f"the host {target[0]!r} did not resolve in time")
+    _prefetched.set(answers)
 
 
 async def check_url(url: str, allowed_hosts: Iterable[str]) -> None:
