@@ -145,6 +145,7 @@ class TestSessions:
             if cursor is None:
                 break
         assert seen == list(reversed(mine))
+        assert (await page(user_id=a.id, page_size=5))["next_cursor"] is None  # a full last page ends the walk
         r = await client.get("/api/v1/admin/sessions", params={"cursor": "not-a-cursor"}, headers=admin.headers)
         assert_error_shape(r, 422, "invalid_cursor")
 
@@ -202,6 +203,21 @@ class TestUserManagement:
         item = r.json()["items"][0]
         assert item["session_count"] == 2 and item["current_month_cost_usd"] == pytest.approx(1.25)
         assert item["monthly_budget_usd"] == 10.0 and item["effective_budget_usd"] == 10.0
+
+    async def test_search_treats_like_wildcards_as_text(self, client: httpx.AsyncClient, admin: UserAccount) -> None:
+        for term in ("_", "%"):
+            r = await client.get(
+                "/api/v1/admin/users", params={"search": term, "page_size": 100}, headers=admin.headers
+            )
+            assert r.status_code == 200
+            assert all(term in (i["username"] + (i["email"] or "")) for i in r.json()["items"])
+
+    async def test_reset_password_without_a_body_generates_one(
+        self, client: httpx.AsyncClient, admin: UserAccount, users: Users
+    ) -> None:
+        user = await users.create()
+        r = await client.post(f"/api/v1/admin/users/{user.id}/reset-password", headers=admin.headers)
+        assert r.status_code == 200, r.text
 
     async def test_patch_admin_flag_disabled_and_budget(
         self, client: httpx.AsyncClient, admin: UserAccount, users: Users

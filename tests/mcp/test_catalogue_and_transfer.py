@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import Users, assert_error_shape
-from tests.mcp.conftest import SECRET, McpApi
+from tests.mcp.conftest import SECRET, McpApi, remote
 
 # The shape people paste from claude_desktop_config.json, with one entry that cannot work.
 DESKTOP_CONFIG: dict[str, Any] = {
@@ -88,6 +88,10 @@ class TestTemplates:
     )
     async def test_bad_template_requests(self, admin_api: McpApi, body: dict[str, Any]) -> None:
         assert_error_shape(await admin_api.post("", json=body), 422, "invalid_template_values")
+
+    async def test_a_blank_placeholder_is_refused(self, admin_api: McpApi) -> None:
+        body = {"template": "filesystem", "values": {"allowed_directory": ""}}
+        assert_error_shape(await admin_api.post("", json=body), 422)
 
     async def test_a_template_is_still_stdio_so_non_admins_get_403(self, owner_api: McpApi) -> None:
         r = await owner_api.post("", json={"template": "time"})
@@ -182,3 +186,14 @@ class TestExport:
         third = McpApi(client, await users.create(admin=True))
         await third.post("/import", json=with_secrets)
         assert (await third.get("/export", include_secrets=True)).json() == with_secrets
+
+    async def test_own_servers_keep_their_names_beside_a_global_namesake(
+        self, owner_api: McpApi, admin_api: McpApi
+    ) -> None:
+        name = f"dup{uuid.uuid4().hex[:6]}"
+        await admin_api.create(**remote(name, is_global=True))
+        await owner_api.create(**remote(name, url="https://own.example.com/mcp"))
+        r = await owner_api.get("/export", include_global="true")
+        exported = r.json()["mcpServers"]
+        assert exported[name]["url"] == "https://own.example.com/mcp"
+        assert [k for k in exported if k.startswith(f"{name}_")]  # the global one is the one renamed

@@ -198,6 +198,15 @@ class TestSecrets:
         assert r.status_code == 200, r.text
         r = await admin_api.patch(f"/{sid}", {"config": {"url": "https://x.example.com", "headers": {"Nope": "***"}}})
         assert_error_shape(r, 422, "mcp_secret_missing")
+        # http and sse share the config shape: switching keeps "***" headers too.
+        r = await admin_api.patch(
+            f"/{sid}",
+            {
+                "server_type": "sse",
+                "config": {"url": "https://mcp.example.com/v2", "headers": {"Authorization": "***", "X-Team": "***"}},
+            },
+        )
+        assert r.status_code == 200 and r.json()["server_type"] == "sse", r.text
 
         async with app_state(app).db.transaction() as db:
             row = await db.get(McpServer, uuid.UUID(sid))

@@ -174,3 +174,13 @@ class TestBudgetStatus:
         await add_turn(app, s, user.id, 1.0, at=T0)
         body = (await client.get(f"/api/v1/monitoring/costs/budget/{user.id}", headers=user.headers)).json()
         assert body["is_over_budget"] is True and body["remaining_budget_usd"] == 0
+
+
+def test_by_model_counts_each_turn_that_used_the_model() -> None:
+    """Cost is split by share; a turn is counted once for every model it used, never rounded away."""
+    from agent_api.monitoring.costs import by_model
+
+    usage = {m: {"costUSD": 0.1} for m in ("a", "b", "c")}
+    buckets = {b.key: b for b in by_model([(0.3, 30, 3, usage), (0.2, 10, 1, {"a": {"costUSD": 1.0}})])}
+    assert {k: b.turns for k, b in buckets.items()} == {"a": 2, "b": 1, "c": 1}
+    assert sum(b.cost_usd for b in buckets.values()) == pytest.approx(0.5)

@@ -40,8 +40,13 @@ def _users_statement(filters: UserFilters, month_start: datetime, month_end: dat
         .outerjoin(spend, spend.c.user_id == User.id)
     )
     if filters.search:
-        pattern = f"%{filters.search.lower()}%"
-        stmt = stmt.where(or_(func.lower(User.username).like(pattern), func.lower(User.email).like(pattern)))
+        term = filters.search.lower()
+        stmt = stmt.where(
+            or_(
+                func.lower(User.username).contains(term, autoescape=True),
+                func.lower(User.email).contains(term, autoescape=True),
+            )
+        )
     if filters.role:
         stmt = stmt.where(User.role == filters.role)
     if filters.is_active is not None:
@@ -96,12 +101,13 @@ def _sessions_statement(filters: SessionFilters) -> Select[Session, str]:
 
 async def sessions_page(
     db: AsyncSession, filters: SessionFilters, params: PageParams, after: tuple[datetime, uuid.UUID] | None
-) -> tuple[list[Any], int]:
+) -> tuple[list[Any], int, bool]:
     """Newest first. With `after` (the last row a client saw) the page starts right after it (keyset), so rows
-    created meanwhile neither repeat nor shift the page; without it, `page` counts from the newest."""
+    created meanwhile neither repeat nor shift the page; without it, `page` counts from the newest. The flag says
+    whether more rows follow (one row past the page is read to know)."""
     stmt = _sessions_statement(filters)
     total = await db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
-    ordered = stmt.order_by(Session.created_at.desc(), Session.id.desc()).limit(params.page_size)
+    ordered = stmt.order_by(Session.created_at.desc(), Session.id.desc()).limit(params.page_size + 1)
     if after is not None:
         created_at, session_id = after
         ordered = ordered.where(
@@ -109,7 +115,8 @@ async def sessions_page(
         )
     else:
         ordered = ordered.offset(params.offset)
-    return list((await db.execute(ordered)).all()), int(total or 0)
+    rows = list((await db.execute(ordered)).all())
+    return rows[: params.page_size], int(total or 0), len(rows) > params.page_size
 
 
 # --- stats -------------------------------------------------------------------------------------------------------

@@ -80,8 +80,10 @@ async def update_user(
 
 
 @router.post("/users/{user_id}/reset-password", response_model=PasswordResetResult)
-async def reset_password(user_id: uuid.UUID, body: PasswordReset, admin: AdminUser, db: DB) -> PasswordResetResult:
-    return await service.reset_password(db, admin, user_id, body)
+async def reset_password(
+    user_id: uuid.UUID, admin: AdminUser, db: DB, body: PasswordReset | None = None
+) -> PasswordResetResult:
+    return await service.reset_password(db, admin, user_id, body or PasswordReset())
 
 
 @router.get("/audit", response_model=Page[AuditEventRead])

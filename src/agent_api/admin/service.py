@@ -159,7 +159,7 @@ async def list_sessions(
     db: AsyncSession, filters: repo.SessionFilters, params: PageParams, cursor: str | None
 ) -> AdminSessionPage:
     after = decode_cursor(cursor) if cursor else None
-    rows, total = await repo.sessions_page(db, filters, params, after)
+    rows, total, more = await repo.sessions_page(db, filters, params, after)
     items = [
         AdminSessionRead.model_validate(
             {**{f: getattr(s, f) for f in AdminSessionRead.model_fields if f != "owner_username"}, "owner_username": u}
@@ -168,7 +168,7 @@ async def list_sessions(
     ]
     page = AdminSessionPage.build(items, total, params)
     assert isinstance(page, AdminSessionPage)
-    if len(rows) == params.page_size:
+    if more:
         last = rows[-1][0]
         page.next_cursor = encode_cursor(last.created_at, last.id)
     return page

@@ -135,6 +135,8 @@ async def export_config(
 ) -> dict[str, Any]:
     servers = list(await db.scalars(repo.list_visible(user.id))) if include_global else await repo.owned_by(db, user.id)
     out: dict[str, Any] = {}
+    # The caller's own servers keep their names; a global one with the same name is the one suffixed.
+    servers.sort(key=lambda server: server.user_id != user.id)
     for server in servers:
         if server.user_id != user.id and not server.is_global:
             continue

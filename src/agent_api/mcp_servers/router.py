@@ -22,19 +22,20 @@ from agent_api.mcp_servers.schemas import (
     McpServerRead,
     McpServerUpdate,
     ServerType,
-    TemplateList,
+    TemplateRead,
     ToolInfo,
 )
 from agent_api.models.base import utcnow
-from agent_api.pagination import Pagination, fetch_page
+from agent_api.pagination import Page, Pagination, fetch_page
 
 router = APIRouter(prefix="/mcp-servers", tags=["mcp servers"])
 
 
-@router.get("/templates", response_model=TemplateList)
-async def list_templates(user: CurrentUser) -> TemplateList:
+@router.get("/templates", response_model=Page[TemplateRead])
+async def list_templates(user: CurrentUser, params: Pagination) -> Page[TemplateRead]:
     items = list(catalogue.TEMPLATES.values())
-    return TemplateList(items=items, total=len(items))
+    page = items[params.offset : params.offset + params.page_size]
+    return Page[TemplateRead].build(page, len(items), params)
 
 
 @router.post(

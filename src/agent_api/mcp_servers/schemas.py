@@ -156,11 +156,6 @@ class TemplateRead(BaseModel):
     docs: str
 
 
-class TemplateList(BaseModel):
-    items: list[TemplateRead]
-    total: int
-
-
 class FromTemplate(BaseModel):
     """`POST /mcp-servers` with `template` instead of `server_type`/`config`."""
 
@@ -169,7 +164,9 @@ class FromTemplate(BaseModel):
     template: Annotated[str, StringConstraints(max_length=64)]
     name: ServerName | None = None
     description: Annotated[str, StringConstraints(max_length=2_000)] | None = None
-    values: dict[str, Arg] = Field(default_factory=dict, max_length=MAX_ENTRIES)
+    values: dict[str, Annotated[str, StringConstraints(min_length=1, max_length=4_096)]] = Field(
+        default_factory=dict, max_length=MAX_ENTRIES
+    )
     env: dict[EnvName, SecretValue] = Field(default_factory=dict, max_length=MAX_ENTRIES)
     is_enabled: bool = True
     is_global: bool = False

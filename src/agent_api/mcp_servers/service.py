@@ -129,7 +129,9 @@ async def update(db: AsyncSession, state: AppState, user: User, server: McpServe
         server.name = changes["name"]
     new_type = changes.get("server_type") or server.server_type
     if "config" in changes or new_type != server.server_type:
-        previous = stored_secrets(state, server) if new_type == server.server_type else {}
+        # http and sse share the config shape (url, headers): a switch between them keeps "***" headers.
+        same_shape = new_type == server.server_type or {new_type, server.server_type} == {"http", "sse"}
+        previous = stored_secrets(state, server) if same_shape else {}
         raw = changes.get("config") if changes.get("config") is not None else revealed_config(state, server)
         try:
             config = parse_config(new_type, raw).model_dump(exclude_none=True)

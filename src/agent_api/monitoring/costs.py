@@ -103,7 +103,7 @@ def by_model(rows: list[tuple[Any, ...]]) -> list[CostBucket]:
         for model, share in _model_shares(model_usage):
             entry = sums[model]
             entry[0] += float(cost or 0) * share
-            entry[1] += share
+            entry[1] += 1  # turns that used the model (a turn with two models counts in both)
             entry[2] += (input_tokens or 0) * share
             entry[3] += (output_tokens or 0) * share
     buckets = [
