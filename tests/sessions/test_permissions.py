@@ -113,6 +113,24 @@ class TestPersonAnswers:
         unknown = await answer(sessions, s["id"], str(uuid.uuid4()), "allow")
         assert_error_shape(unknown, 404)
 
+    async def test_a_request_whose_turn_is_torn_down_is_not_left_pending(
+        self, app: object, sessions: SessionsApi
+    ) -> None:
+        """Shutdown closes agents mid-wait (cancelling the permission callback): the request ends decided."""
+        s = await sessions.create(permission_mode="default")
+        r = await sessions.query(s["id"], "write torn.txt: hello", wait=False)
+        assert r.status_code == 202, r.text
+        request = await pending_request(sessions, s["id"])
+        await app_state(app).require_agents().close(uuid.UUID(s["id"]))
+
+        async def settled() -> dict[str, Any] | None:
+            rows = await sessions.items(s["id"], "permissions")
+            row = next(p for p in rows if p["id"] == request["id"])
+            return row if row["decision"] is not None else None
+
+        row = await wait_until(settled, timeout=30)
+        assert (row["decision"], row["decided_by"]) == ("deny", "cancelled")
+
     async def test_unanswered_request_is_denied_by_the_timeout(self, app: object, sessions: SessionsApi) -> None:
         settings = app_state(app).settings
         saved = settings.permission_timeout_s

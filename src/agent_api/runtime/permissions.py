@@ -31,7 +31,7 @@ READ_ONLY_TOOLS = frozenset({"Read", "Glob", "Grep", "LS", "TodoWrite", "TodoRea
 EDIT_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 
 Decision = Literal["allow", "deny"]
-DecidedBy = Literal["mode", "rule", "user", "timeout", "path_guard"]
+DecidedBy = Literal["mode", "rule", "user", "timeout", "cancelled", "path_guard"]
 
 
 @dataclass(frozen=True)

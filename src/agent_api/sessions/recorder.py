@@ -21,7 +21,7 @@ from agent_api.metrics import tool_label
 from agent_api.models import HookRun, Message, PermissionRequest, Session, ToolCall
 from agent_api.models.base import utcnow
 from agent_api.runtime.agent import HookRecord
-from agent_api.runtime.permissions import Verdict, input_summary
+from agent_api.runtime.permissions import DecidedBy, Verdict, input_summary
 from agent_api.sessions import repository as repo
 from agent_api.sessions.accounting import record_failure, record_result, warn_budget
 from agent_api.sessions.events import append_event, claim_and_record
@@ -331,7 +331,11 @@ class TurnRecorder:
                 decision, reason = await asyncio.wait_for(waiter, state.settings.permission_timeout_s)
                 verdict = Verdict(decision, "user", reason or f"{decision} by the user")
             except TimeoutError:
-                verdict = await self._time_out(request_id)
+                verdict = await self._settle(request_id, "timeout", "no answer in time")
+            except asyncio.CancelledError:
+                # The turn ended (interrupt, pause, shutdown) while waiting: the request must not stay pending.
+                await asyncio.shield(self._settle(request_id, "cancelled", "the turn ended before an answer"))
+                raise
             async with state.db.transaction() as db:
                 if verdict.decision == "deny":
                     self._audit_denial(db, tool_name, tool_use_id, verdict)
@@ -354,12 +358,13 @@ class TurnRecorder:
             details={**details, "reason": verdict.reason, "turn_id": str(self.turn_id)},
         )
 
-    async def _time_out(self, request_id: uuid.UUID) -> Verdict:
+    async def _settle(self, request_id: uuid.UUID, decided_by: DecidedBy, reason: str) -> Verdict:
+        """Deny a request nobody answered, unless an answer got in first (then that answer stands)."""
         async with self._transaction() as db:
             claimed = await db.execute(
                 update(PermissionRequest)
                 .where(PermissionRequest.id == request_id, PermissionRequest.decision.is_(None))
-                .values(decision="deny", decided_by="timeout", reason="no answer in time", decided_at=utcnow())
+                .values(decision="deny", decided_by=decided_by, reason=reason, decided_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
             if claimed.rowcount:  # type: ignore[attr-defined]
@@ -367,9 +372,9 @@ class TurnRecorder:
                     db,
                     self.session_id,
                     "permission_resolved",
-                    {"request_id": str(request_id), "decision": "deny", "decided_by": "timeout"},
+                    {"request_id": str(request_id), "decision": "deny", "decided_by": decided_by},
                 )
-                return Verdict("deny", "timeout", "no answer in time")
+                return Verdict("deny", decided_by, reason)
             # Answered at the last moment: the answer stands.
             row = await db.get(PermissionRequest, request_id)
             if row is None or row.decision != "allow":
