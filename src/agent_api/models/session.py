@@ -15,7 +15,19 @@ from agent_api.models.base import Base, IdMixin, TimestampMixin, utcnow
 Money = Numeric(14, 6, asdecimal=False)
 
 
-class Session(IdMixin, TimestampMixin, Base):
+class AgentSettingsMixin:
+    """How an agent is set up: what a session runs with, and what a template or a task gives a new session."""
+
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    allowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
+    disallowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
+    blocked_commands: Mapped[list[str]] = mapped_column(JSON, default=list)
+    permission_mode: Mapped[str] = mapped_column(String(32), default="default")
+    sdk_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mcp_server_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class Session(AgentSettingsMixin, IdMixin, TimestampMixin, Base):
     __tablename__ = "sessions"
     __table_args__ = (Index("ix_sessions_user_id_created_at", "user_id", "created_at"),)
 
@@ -24,13 +36,6 @@ class Session(IdMixin, TimestampMixin, Base):
     description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="created", index=True)
     template_id: Mapped[uuid.UUID | None]
-    system_prompt: Mapped[str | None] = mapped_column(Text)
-    allowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
-    disallowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
-    blocked_commands: Mapped[list[str]] = mapped_column(JSON, default=list)
-    permission_mode: Mapped[str] = mapped_column(String(32), default="default")
-    sdk_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    mcp_server_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Each attached MCP server's connection status as the agent's last init message reported it ([{name, status}]).
     mcp_status: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)

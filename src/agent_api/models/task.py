@@ -10,12 +10,13 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Numeric, String, Tex
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agent_api.models.base import Base, IdMixin, TimestampMixin, utcnow
+from agent_api.models.session import AgentSettingsMixin
 
 EXECUTION_STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled", "timed_out", "skipped")
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "timed_out", "skipped")
 
 
-class Task(IdMixin, TimestampMixin, Base):
+class Task(AgentSettingsMixin, IdMixin, TimestampMixin, Base):
     __tablename__ = "tasks"
     __table_args__ = (Index("ix_tasks_user_id_created_at", "user_id", "created_at"),)
 
@@ -26,13 +27,6 @@ class Task(IdMixin, TimestampMixin, Base):
     # Defaults for the prompt's variables; scheduled runs use them, `execute` may override them.
     variables: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     template_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("session_templates.id", ondelete="SET NULL"))
-    system_prompt: Mapped[str | None] = mapped_column(Text)
-    allowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
-    disallowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
-    blocked_commands: Mapped[list[str]] = mapped_column(JSON, default=list)
-    permission_mode: Mapped[str] = mapped_column(String(32), default="default")
-    sdk_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    mcp_server_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Which session fields the task itself set; the rest come from its template.
     overrides: Mapped[list[str]] = mapped_column(JSON, default=list)
     schedule_cron: Mapped[str | None] = mapped_column(String(120))

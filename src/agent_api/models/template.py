@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agent_api.models.base import Base, IdMixin, TimestampMixin
+from agent_api.models.session import AgentSettingsMixin
 
 
-class SessionTemplate(IdMixin, TimestampMixin, Base):
+class SessionTemplate(AgentSettingsMixin, IdMixin, TimestampMixin, Base):
     __tablename__ = "session_templates"
     __table_args__ = (Index("ix_session_templates_user_id_created_at", "user_id", "created_at"),)
 
@@ -21,13 +21,6 @@ class SessionTemplate(IdMixin, TimestampMixin, Base):
     description: Mapped[str | None] = mapped_column(Text)
     category: Mapped[str] = mapped_column(String(32), default="custom", index=True)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    system_prompt: Mapped[str | None] = mapped_column(Text)
-    allowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
-    disallowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
-    blocked_commands: Mapped[list[str]] = mapped_column(JSON, default=list)
-    permission_mode: Mapped[str] = mapped_column(String(32), default="default")
-    sdk_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    mcp_server_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     initial_message: Mapped[str | None] = mapped_column(Text)
     # [{"path": relative path, "content": text}], written into a new session's working directory.
     seed_files: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)

@@ -86,7 +86,7 @@ async def _finish(
         execution.duration_ms = int((execution.finished_at - execution.started_at).total_seconds() * 1000)
 
 
-async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID, int] | None:
+async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, int] | None:
     """Create the session and its first turn; None when the execution ended (or was cancelled) before it started."""
     async with state.db.transaction() as db:
         # Compare-and-set: a cancel that got in first wins, and one that comes later sees `running`.
@@ -107,7 +107,7 @@ async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, u
             await _finish(db, execution, "failed", code=exc.code, error=exc.message)
             return None
         execution.session_id = created.session.id
-        return created.session.id, turn.id, timeout
+        return created.session.id, turn.id, user.id, timeout
 
 
 async def run_execution(state: AppState, execution_id: uuid.UUID) -> None:
@@ -117,11 +117,7 @@ async def run_execution(state: AppState, execution_id: uuid.UUID) -> None:
         begun = await _start(state, execution_id)
         if begun is None:
             return
-        session_id, turn_id, timeout = begun
-        async with state.db.transaction(readonly=True) as db:
-            execution = await db.get(TaskExecution, execution_id)
-            assert execution is not None
-            user_id = execution.user_id
+        session_id, turn_id, user_id, timeout = begun
         turn_task = turns.dispatch(state, session_id, turn_id, user_id)
         if await _was_cancelled(state, execution_id):  # cancelled while the turn was being set up
             await session_service.interrupt(state, session_id)
