@@ -10,9 +10,10 @@ import pytest
 
 from agent_api.config import Settings
 from agent_api.errors import Conflict, Forbidden
-from agent_api.mcp_servers import secrets, ssrf
+from agent_api.mcp_servers import secrets
 from agent_api.mcp_servers.policy import ensure_may_register_stdio, executable_allowlisted, runnable_reason
 from agent_api.models import User
+from agent_api.runtime import ssrf
 from agent_api.runtime.offline_model import plan_reply
 
 

@@ -26,7 +26,7 @@ from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
-from agent_api.mcp_servers import ssrf
+from agent_api.runtime import ssrf
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_NOISE_LINES = 1_000  # non-protocol stdout lines tolerated before the server counts as broken

@@ -7,8 +7,8 @@ from typing import Any
 
 from agent_api.config import Settings
 from agent_api.errors import Forbidden, ValidationFailed
-from agent_api.mcp_servers import ssrf
 from agent_api.models import User
+from agent_api.runtime import ssrf
 
 
 def executable_allowlisted(command: str, allowlist: list[str]) -> bool:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State
 from agent_api.errors import ValidationFailed
-from agent_api.mcp_servers import catalogue, desktop, service, ssrf
+from agent_api.mcp_servers import catalogue, desktop, service
 from agent_api.mcp_servers import repository as repo
 from agent_api.mcp_servers.deps import CreateBody, DesktopDocument, VisibleServer
 from agent_api.mcp_servers.schemas import (
@@ -27,6 +27,7 @@ from agent_api.mcp_servers.schemas import (
 )
 from agent_api.models.base import utcnow
 from agent_api.pagination import Page, Pagination, fetch_page
+from agent_api.runtime import ssrf
 
 router = APIRouter(prefix="/mcp-servers", tags=["mcp servers"])
 

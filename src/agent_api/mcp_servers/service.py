@@ -12,12 +12,13 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from agent_api.mcp_servers import health, policy, ssrf
+from agent_api.mcp_servers import health, policy
 from agent_api.mcp_servers import repository as repo
 from agent_api.mcp_servers import secrets as vault
 from agent_api.mcp_servers.schemas import McpServerCreate, McpServerUpdate, parse_config
 from agent_api.models import McpServer, User
 from agent_api.models.base import utcnow
+from agent_api.runtime import ssrf
 from agent_api.state import AppState
 
 log = logging.getLogger("agent_api.mcp_servers")

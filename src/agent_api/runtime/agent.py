@@ -91,6 +91,30 @@ class AgentStartError(Exception):
     pass
 
 
+def sandbox_settings(config: RuntimeConfig, cwd: Path) -> dict[str, Any] | None:
+    """The CLI's Bash sandbox, with every way out closed: no command may ask to run outside it
+    (`dangerouslyDisableSandbox` is ignored), none is excluded from it, no weaker nested mode."""
+    if not config.bash_sandboxed:
+        return None
+    sandbox: dict[str, Any] = {
+        "enabled": True,
+        "autoAllowBashIfSandboxed": True,
+        "allowUnsandboxedCommands": False,
+        "excludedCommands": [],
+        "enableWeakerNestedSandbox": False,
+    }
+    if config.private_paths:
+        sandbox["filesystem"] = {"denyRead": list(config.private_paths), "allowRead": [str(cwd)]}
+    return sandbox
+
+
+def cli_permission_mode(mode: str) -> str:
+    """The mode the CLI runs in. Its own `bypassPermissions` approves everything before `can_use_tool` is asked,
+    including the hosts its sandbox network proxy lets sandboxed Bash reach (loopback among them): the CLI runs
+    such sessions in `default` and our hook and `can_use_tool` approve as bypassPermissions would, minus that."""
+    return "default" if mode == "bypassPermissions" else mode
+
+
 _CLOSE = object()
 
 
@@ -118,15 +142,10 @@ class LiveAgent:
     def _options(self) -> ClaudeAgentOptions:
         spec = self.spec
         env = {**self.config.env, "CLAUDE_CONFIG_DIR": str(self.config.config_dir)}
-        sandbox: Any = None
-        if self.config.bash_sandboxed:
-            sandbox = {"enabled": True, "autoAllowBashIfSandboxed": True}
-            if self.config.private_paths:
-                sandbox["filesystem"] = {"denyRead": list(self.config.private_paths), "allowRead": [str(spec.cwd)]}
         return ClaudeAgentOptions(
             cwd=str(spec.cwd),
             system_prompt=spec.system_prompt,
-            permission_mode=spec.permission_mode,  # type: ignore[arg-type]
+            permission_mode=cli_permission_mode(spec.permission_mode),  # type: ignore[arg-type]
             model=spec.model,
             fallback_model=spec.fallback_model,
             max_turns=spec.max_turns,
@@ -138,15 +157,14 @@ class LiveAgent:
             resume_session_at=spec.resume_session_at,
             setting_sources=[],
             env=env,
-            # bypassPermissions never consults it (the SDK warns); our PreToolUse hook still guards every call.
-            can_use_tool=None if spec.permission_mode == "bypassPermissions" else self._can_use_tool,
+            can_use_tool=self._can_use_tool,
             hooks={
                 "PreToolUse": [HookMatcher(matcher=None, hooks=[self._pre_tool_use], on_failure="block")],  # type: ignore[list-item]
                 "PostToolUse": [HookMatcher(matcher=None, hooks=[self._hook_recorder("PostToolUse")])],
                 "UserPromptSubmit": [HookMatcher(matcher=None, hooks=[self._hook_recorder("UserPromptSubmit")])],
                 "Stop": [HookMatcher(matcher=None, hooks=[self._hook_recorder("Stop")])],
             },
-            sandbox=sandbox,
+            sandbox=sandbox_settings(self.config, spec.cwd),
             # Token deltas feed `?partial=1` stream subscribers; they are never stored.
             include_partial_messages=True,
             stderr=self._on_stderr,
@@ -172,25 +190,33 @@ class LiveAgent:
 
     # --- permission and hook bridges ---------------------------------------------------------------
 
+    async def _verdict(self, tool_name: str, tool_input: dict[str, Any]) -> Verdict | None:
+        """A verdict when the sandbox, rules or the mode settle the call; None when a person has to decide."""
+        spec = self.spec
+        escape = permissions.leaves_sandbox(tool_name, tool_input, self.config.bash_sandboxed)
+        if escape:
+            return escape
+        blocked = permissions.blocked_command(spec.blocked_commands, tool_name, tool_input)
+        if blocked:
+            return Verdict("deny", "rule", f"command matches blocked pattern {blocked!r}")
+        unreachable = await permissions.network_guard(tool_name, tool_input)
+        if unreachable:
+            return unreachable
+        return permissions.decide(
+            cwd=spec.cwd,
+            mode=spec.permission_mode,
+            allowed=spec.allowed_tools,
+            disallowed=spec.disallowed_tools,
+            tool_name=tool_name,
+            tool_input=tool_input,
+            bash_sandboxed=self.config.bash_sandboxed,
+        )
+
     async def _pre_tool_use(self, data: dict[str, Any], tool_use_id: str | None, _ctx: Any) -> dict[str, Any]:
         started = time.perf_counter()
         tool_name = str(data.get("tool_name", ""))
         tool_input = data.get("tool_input") or {}
-        spec = self.spec
-        blocked = permissions.blocked_command(spec.blocked_commands, tool_name, tool_input)
-        verdict: Verdict | None
-        if blocked:
-            verdict = Verdict("deny", "rule", f"command matches blocked pattern {blocked!r}")
-        else:
-            verdict = permissions.decide(
-                cwd=spec.cwd,
-                mode=spec.permission_mode,
-                allowed=spec.allowed_tools,
-                disallowed=spec.disallowed_tools,
-                tool_name=tool_name,
-                tool_input=tool_input,
-                bash_sandboxed=self.config.bash_sandboxed,
-            )
+        verdict = await self._verdict(tool_name, tool_input)
         observer = self._observer
         if verdict is not None and observer is not None:
             await observer.on_decision(tool_name, tool_input, tool_use_id, verdict)
@@ -225,11 +251,17 @@ class LiveAgent:
     async def _can_use_tool(
         self, tool_name: str, tool_input: dict[str, Any], context: ToolPermissionContext
     ) -> PermissionResultAllow | PermissionResultDeny:
+        """What the CLI asks when our hook said "ask", and what its sandbox network proxy asks about a new host
+        (which no hook sees): the same verdict first, so no person can approve what the sandbox refuses."""
         observer = self._observer
         tool_use_id = getattr(context, "tool_use_id", None)
         if observer is None:
             return PermissionResultDeny(message="no turn is listening for permission requests")
-        verdict = await observer.ask_permission(tool_name, tool_input, tool_use_id)
+        verdict = await self._verdict(tool_name, tool_input)
+        if verdict is not None:
+            await observer.on_decision(tool_name, tool_input, tool_use_id, verdict)
+        else:
+            verdict = await observer.ask_permission(tool_name, tool_input, tool_use_id)
         if verdict.decision == "allow":
             return PermissionResultAllow()
         return PermissionResultDeny(message=verdict.reason or "denied")

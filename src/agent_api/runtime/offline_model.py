@@ -6,6 +6,8 @@ network and no key. It is not a language model: it reads directives from the las
 Directives, one per line of the prompt (``<system-reminder>`` blocks the CLI adds are ignored):
 
 - ``run: CMD``           a ``Bash`` tool call
+- ``run-unsandboxed: CMD``  a ``Bash`` call that asks the CLI to leave its sandbox (``dangerouslyDisableSandbox``)
+- ``fetch URL``          a ``WebFetch`` tool call
 - ``write PATH: TEXT``   a ``Write`` tool call (TEXT is the rest of the line; a relative PATH is made absolute
   against the working directory the CLI reports in its environment block)
 - ``read PATH``          a ``Read`` tool call
@@ -43,6 +45,8 @@ _CWD_RE = re.compile(r"Primary working directory: *(\S[^\n]*?)(?: \(was [^\n]*\)
 _RUN_RE = re.compile(r"run:\s*(.+)", re.IGNORECASE)
 _WRITE_RE = re.compile(r"write\s+(\S+?):\s?(.*)", re.IGNORECASE)
 _READ_RE = re.compile(r"read\s+(\S+)", re.IGNORECASE)
+_UNSANDBOXED_RE = re.compile(r"run-unsandboxed:\s*(.+)", re.IGNORECASE)
+_FETCH_RE = re.compile(r"fetch\s+(\S+)", re.IGNORECASE)
 _SLEEP_RE = re.compile(r"sleep:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _MCP_RE = re.compile(r"mcp\s+([\w-]+)\s+([\w-]+)\s+(\{.*\})", re.IGNORECASE)
 # Text the CLI itself puts into user messages; never a directive or part of the user's prompt.
@@ -136,6 +140,11 @@ def _tool_calls(prompt: str, cwd: str | None) -> list[tuple[str, dict[str, Any]]
         if m := _RUN_RE.fullmatch(line):
             command = m.group(1).strip()
             calls.append(("Bash", {"command": command, "description": f"Run {command[:60]}"}))
+        elif m := _UNSANDBOXED_RE.fullmatch(line):
+            command = m.group(1).strip()
+            calls.append(("Bash", {"command": command, "description": "Run", "dangerouslyDisableSandbox": True}))
+        elif m := _FETCH_RE.fullmatch(line):
+            calls.append(("WebFetch", {"url": m.group(1), "prompt": "Summarise the page"}))
         elif m := _WRITE_RE.fullmatch(line):
             calls.append(("Write", {"file_path": _absolute(m.group(1), cwd), "content": m.group(2)}))
         elif m := _READ_RE.fullmatch(line):

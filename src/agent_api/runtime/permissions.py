@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from agent_api.runtime import ssrf
 from agent_api.runtime.workdir import resolve_inside
 
 # Which input field names the path a file tool touches.
@@ -31,7 +32,13 @@ READ_ONLY_TOOLS = frozenset({"Read", "Glob", "Grep", "LS", "TodoWrite", "TodoRea
 EDIT_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 
 Decision = Literal["allow", "deny"]
-DecidedBy = Literal["mode", "rule", "user", "timeout", "cancelled", "path_guard"]
+DecidedBy = Literal["mode", "rule", "user", "timeout", "cancelled", "path_guard", "sandbox"]
+# The CLI's own way for a Bash call to ask to run outside the sandbox.
+UNSANDBOXED_FLAG = "dangerouslyDisableSandbox"
+# What the CLI's sandbox network proxy asks `can_use_tool` before a sandboxed command reaches a new host.
+SANDBOX_NETWORK_TOOL = "SandboxNetworkAccess"
+_URL_SCHEMES = ("http://", "https://", "ws://", "wss://", "ftp://")
+_MAX_URLS_CHECKED = 20
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,60 @@ def blocked_command(patterns: list[str], tool_name: str, tool_input: dict[str, A
         return None
     command = str(tool_input.get("command", ""))
     return next((p for p in patterns if re.search(p, command)), None)
+
+
+def leaves_sandbox(tool_name: str, tool_input: dict[str, Any], bash_sandboxed: bool) -> Verdict | None:
+    """Refuse a Bash call that asks to run outside the sandbox; the CLI is also told never to honour the flag."""
+    if not bash_sandboxed or tool_name != "Bash" or not tool_input.get(UNSANDBOXED_FLAG):
+        return None
+    return Verdict(
+        "deny",
+        "sandbox",
+        f"commands on this server always run inside the sandbox: {UNSANDBOXED_FLAG} is refused; "
+        "run the command again without it",
+    )
+
+
+def _urls_in(value: Any, found: list[str], depth: int = 0) -> None:
+    if len(found) >= _MAX_URLS_CHECKED or depth > 8:
+        return
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower().startswith(_URL_SCHEMES) and not any(c.isspace() for c in text):
+            found.append(text)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _urls_in(item, found, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _urls_in(item, found, depth + 1)
+
+
+def network_targets(tool_name: str, tool_input: dict[str, Any]) -> list[str]:
+    """The URLs a tool would reach from the CLI process itself, outside the Bash sandbox."""
+    if tool_name == "WebFetch":
+        return [str(tool_input.get("url") or "")]
+    if tool_name == SANDBOX_NETWORK_TOOL:
+        host = str(tool_input.get("host") or "")
+        return [f"http://[{host}]/" if ":" in host and not host.startswith("[") else f"http://{host}/"]
+    if tool_name.startswith("mcp__"):
+        found: list[str] = []
+        _urls_in(tool_input, found)
+        return found
+    return []
+
+
+async def network_guard(tool_name: str, tool_input: dict[str, Any]) -> Verdict | None:
+    """Deny a tool that would reach a loopback, private, link-local or metadata address (the model-key relay,
+    the database, other services on this host, cloud credentials), or a target that cannot be checked."""
+    for url in network_targets(tool_name, tool_input):
+        scheme = url.split("://", 1)[0].lower()
+        checked = url if scheme in ("http", "https") else "http" + url[len(scheme) :]
+        try:
+            await ssrf.check_url(checked, ())
+        except ssrf.UnsafeUrl as exc:
+            return Verdict("deny", "sandbox", f"{tool_name} may not reach {url[:200]!r}: {exc}")
+    return None
 
 
 def decide(

@@ -26,17 +26,27 @@ SessionStatus = Literal[
 MAX_MESSAGE_CHARS = 50_000
 MAX_METADATA_BYTES = 16_384
 ToolRule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# A model name reaches the agent CLI's command line: never a leading dash, never whitespace or shell syntax.
+ModelName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/\[\]-]*$")
+]
 
 
 class SdkOptions(BaseModel):
-    """The SDK options a client may set; others are ignored."""
+    """The SDK options a client may set; others (`add_dirs`, `extra_args`, `settings`, `env`, `sandbox`,
+    `cli_path`...) are ignored and never reach the agent CLI."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = None
+    model: ModelName | None = None
     max_turns: int | None = Field(default=None, ge=1, le=500)
     max_thinking_tokens: int | None = Field(default=None, ge=0, le=200_000)
-    fallback_model: Annotated[str, StringConstraints(max_length=100)] | None = None
+    fallback_model: ModelName | None = None
+
+    @field_validator("fallback_model", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class SessionSettings(BaseModel):

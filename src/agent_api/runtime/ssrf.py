@@ -1,4 +1,7 @@
-"""Refusing MCP URLs that point into the server's own network (SSRF): loopback, private, link-local, metadata.
+"""Refusing URLs that point into the server's own network (SSRF): loopback, private, link-local, metadata.
+
+Used for MCP server URLs and for every network target an agent names outside its sandboxed Bash (WebFetch,
+URLs in MCP tool inputs, hosts the sandbox's network proxy asks about).
 
 Every address the host resolves to is checked, so a name with one public and one private address is refused.
 Numeric host forms such as ``http://2130706433/`` or ``http://0x7f.1/`` are resolved by the C library to the
