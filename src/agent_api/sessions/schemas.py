@@ -28,7 +28,10 @@ MAX_METADATA_BYTES = 16_384
 ToolRule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 # A model name reaches the agent CLI's command line: never a leading dash, never whitespace or shell syntax.
 ModelName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/\[\]-]*$")
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/\[\]-]*$"
+    ),
 ]
 
 
