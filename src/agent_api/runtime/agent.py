@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher, ResultMessage, SystemMessage
-from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
+from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, SandboxSettings, ToolPermissionContext
 
 from agent_api.runtime import permissions
 from agent_api.runtime.permissions import Verdict
@@ -91,12 +91,12 @@ class AgentStartError(Exception):
     pass
 
 
-def sandbox_settings(config: RuntimeConfig, cwd: Path) -> dict[str, Any] | None:
+def sandbox_settings(config: RuntimeConfig, cwd: Path) -> SandboxSettings | None:
     """The CLI's Bash sandbox, with every way out closed: no command may ask to run outside it
     (`dangerouslyDisableSandbox` is ignored), none is excluded from it, no weaker nested mode."""
     if not config.bash_sandboxed:
         return None
-    sandbox: dict[str, Any] = {
+    sandbox: SandboxSettings = {
         "enabled": True,
         "autoAllowBashIfSandboxed": True,
         "allowUnsandboxedCommands": False,
@@ -104,7 +104,8 @@ def sandbox_settings(config: RuntimeConfig, cwd: Path) -> dict[str, Any] | None:
         "enableWeakerNestedSandbox": False,
     }
     if config.private_paths:
-        sandbox["filesystem"] = {"denyRead": list(config.private_paths), "allowRead": [str(cwd)]}
+        # The CLI reads `filesystem` although the SDK's TypedDict does not list it yet.
+        sandbox["filesystem"] = {"denyRead": list(config.private_paths), "allowRead": [str(cwd)]}  # type: ignore[typeddict-unknown-key]
     return sandbox
 
 
