@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agent_api.models.base import Base, IdMixin, TimestampMixin, utcnow
@@ -56,8 +56,6 @@ class Session(AgentSettingsMixin, IdMixin, TimestampMixin, Base):
     total_cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     total_cache_creation_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    # The SDK reports cost as a running total for the conversation; a turn's cost is the difference.
-    sdk_cost_total_usd: Mapped[float] = mapped_column(Money, default=0)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -83,6 +81,9 @@ class Turn(IdMixin, Base):
     result: Mapped[str | None] = mapped_column(Text)
     is_error: Mapped[bool] = mapped_column(default=False)
     cost_usd: Mapped[float] = mapped_column(Money, default=0)
+    # True when the turn ended without the CLI's result (interrupted, crashed): priced from the usage seen so far.
+    cost_estimated: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The CLI's usage for the turn; while it runs, the sum of its model calls so far.
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     model_usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     num_turns: Mapped[int | None] = mapped_column(Integer)
@@ -210,6 +211,10 @@ class IdempotencyRecord(IdMixin, Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     scope: Mapped[str] = mapped_column(String(200))
     key: Mapped[str] = mapped_column(String(200))
+    # Of the request's method, path and validated body: the same key with another request is refused.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The request is still running (a `wait: true` query); `response` holds its answer so far.
+    in_progress: Mapped[bool] = mapped_column(default=False, server_default=false())
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

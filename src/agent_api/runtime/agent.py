@@ -127,6 +127,9 @@ class LiveAgent:
         # What the session had spent when this process started: the CLI counts `max_budget_usd` from there.
         # Set by whoever applies budgets; None when unknown.
         self.budget_baseline_usd: float | None = None
+        # The CLI's running cost total that this process's turns have been billed up to; None before its first
+        # result (a resumed process may start from a total its predecessor saved: see `runtime.costs`).
+        self.billed_total_usd: float | None = None
         self.last_used = time.monotonic()
         self.busy = False
         self.interrupted = False
@@ -332,7 +335,14 @@ class LiveAgent:
 
     @property
     def alive(self) -> bool:
-        return not self.task.done()
+        return not self.task.done() and not self._process_exited()
+
+    def _process_exited(self) -> bool:
+        """The CLI process died while the agent sat idle (killed, out of memory): the SDK only finds out when the
+        next turn is sent. Read from the SDK's transport, defensively, since it is not public API."""
+        transport = getattr(self._client, "_transport", None)
+        process = getattr(transport, "_process", None)
+        return process is not None and getattr(process, "returncode", None) is not None
 
     async def run(self, prompt: str, observer: TurnObserver) -> ResultMessage | None:
         # Busy from the start, so an interrupt that comes while the process is still starting is not lost.

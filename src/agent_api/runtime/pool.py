@@ -43,7 +43,9 @@ class AgentPool:
         if agent is not None and agent.alive:
             self._agents.move_to_end(spec.session_id)
             return agent
-        self._agents.pop(spec.session_id, None)
+        dead = self._agents.pop(spec.session_id, None)
+        if dead is not None:
+            self._close_in_background(dead)  # its owning task may still wait for a turn
         self._evict_for_room()
         agent = LiveAgent(spec, self.config)
         self._agents[spec.session_id] = agent
@@ -94,10 +96,13 @@ class AgentPool:
             if agent.busy:
                 continue
             self._agents.pop(sid)
-            task = asyncio.create_task(agent.close(), name=f"evict-{sid}")
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_in_background(agent)
             excess -= 1
+
+    def _close_in_background(self, agent: LiveAgent) -> None:
+        task = asyncio.create_task(agent.close(), name=f"close-{agent.spec.session_id}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close_idle(self) -> int:
         now = time.monotonic()

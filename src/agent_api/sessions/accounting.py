@@ -10,9 +10,10 @@ from claude_agent_sdk import ResultMessage
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.models import MetricsSnapshot, Session, User
+from agent_api.models import MetricsSnapshot, Session, Turn, User
 from agent_api.models.base import utcnow
 from agent_api.monitoring import budgets
+from agent_api.runtime import costs
 from agent_api.sessions import repository as repo
 from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.jsonable import jsonable
@@ -23,8 +24,94 @@ from agent_api.state import AppState
 class TurnOutcome:
     status: str
     cost_usd: float
+    cost_estimated: bool
     input_tokens: int
     output_tokens: int
+
+
+def _turn_status(result: ResultMessage | None, interrupted: bool) -> str:
+    if interrupted:
+        return "interrupted"
+    if result is None or (result.is_error and result.subtype != "success"):
+        return "failed"
+    return "completed"
+
+
+def _copy_result(turn: Turn, result: ResultMessage) -> None:
+    turn.result = result.result
+    turn.is_error = bool(result.is_error)
+    turn.usage = jsonable(dict(result.usage or {}))
+    turn.model_usage = jsonable(result.model_usage) if result.model_usage else None
+    turn.num_turns = result.num_turns
+    turn.duration_ms = result.duration_ms
+    turn.duration_api_ms = result.duration_api_ms
+    turn.stop_reason = result.stop_reason or result.subtype
+    turn.errors = list(getattr(result, "errors", None) or []) or None
+
+
+async def estimated_cost(db: AsyncSession, turn: Turn) -> float:
+    """A turn that ended without the CLI's result, priced from the usage its model calls reported so far, at the
+    rate the session's earlier turns were billed at (list price when there are none)."""
+    tokens = costs.weighted_tokens(turn.usage)
+    if tokens <= 0:
+        return 0.0
+    billed = await repo.billed_turns(db, turn.session_id)
+    billed_tokens = sum(costs.weighted_tokens(usage) for _, usage in billed)
+    if billed_tokens > 0:
+        rate = sum(cost for cost, _ in billed) / billed_tokens
+    else:
+        rate = costs.list_rate(await repo.session_model(db, turn.session_id))
+    return tokens * rate
+
+
+async def _book(db: AsyncSession, turn: Turn, user_id: uuid.UUID, cost: float, estimated: bool) -> None:
+    """The turn's cost and tokens on the turn, its session and its user."""
+    usage = turn.usage or {}
+    turn.cost_usd, turn.cost_estimated = cost, estimated
+    turn.input_tokens = int(usage.get("input_tokens") or 0)
+    turn.output_tokens = int(usage.get("output_tokens") or 0)
+    await repo.add_totals(
+        db,
+        turn.session_id,
+        total_cost_usd=cost,
+        total_input_tokens=turn.input_tokens,
+        total_output_tokens=turn.output_tokens,
+        total_cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
+        total_cache_creation_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+    )
+    await db.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(
+            total_cost_usd=User.total_cost_usd + cost,
+            total_input_tokens=User.total_input_tokens + turn.input_tokens,
+            total_output_tokens=User.total_output_tokens + turn.output_tokens,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _snapshot(db: AsyncSession, session: Session, turn: Turn, result: ResultMessage | None) -> None:
+    by_tool, errors = await repo.tool_counts(db, session.id, turn.id)
+    await db.refresh(session)
+    usage = turn.usage or {}
+    db.add(
+        MetricsSnapshot(
+            session_id=session.id,
+            turn_id=turn.id,
+            input_tokens=turn.input_tokens,
+            output_tokens=turn.output_tokens,
+            cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
+            cache_creation_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+            cost_usd=turn.cost_usd,
+            total_cost_usd=float(session.total_cost_usd or 0),
+            num_turns=result.num_turns if result else 0,
+            tool_calls_by_tool=by_tool,
+            error_count=errors + (1 if turn.status == "failed" else 0),
+            duration_ms=result.duration_ms if result else 0,
+            created_at=turn.finished_at,
+        )
+    )
 
 
 async def record_result(
@@ -34,8 +121,9 @@ async def record_result(
     user_id: uuid.UUID,
     result: ResultMessage | None,
     interrupted: bool,
+    billed_before: float | None = None,
 ) -> TurnOutcome | None:
-    now = utcnow()
+    """Book the end of a turn. `billed_before`: what the agent process's earlier turns were billed in all."""
     # Lock order: the user's row before the session's, as a query's budget check takes them; the other order
     # deadlocks on PostgreSQL when the next query arrives while this turn is being booked.
     await db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))  # FOR NO KEY UPDATE
@@ -43,74 +131,15 @@ async def record_result(
     session = await repo.get_session(db, session_id)
     if turn is None or session is None:
         return None
-    usage = dict(result.usage or {}) if result else {}
-    input_tokens = int(usage.get("input_tokens") or 0)
-    output_tokens = int(usage.get("output_tokens") or 0)
-    cache_read = int(usage.get("cache_read_input_tokens") or 0)
-    cache_creation = int(usage.get("cache_creation_input_tokens") or 0)
-    cost = 0.0
-    if result is not None and result.total_cost_usd is not None:
-        total = float(result.total_cost_usd)
-        previous = float(session.sdk_cost_total_usd or 0)
-        cost = total - previous if total >= previous else total
-        session.sdk_cost_total_usd = total
-    if interrupted:
-        turn.status = "interrupted"
-    elif result is None or (result.is_error and result.subtype != "success"):
-        turn.status = "failed"
-    else:
-        turn.status = "completed"
-    turn.finished_at = now
+    turn.status, turn.finished_at = _turn_status(result, interrupted), utcnow()
     if result is not None:
-        turn.result = result.result
-        turn.is_error = bool(result.is_error)
-        turn.usage = jsonable(usage)
-        turn.model_usage = jsonable(result.model_usage) if result.model_usage else None
-        turn.num_turns = result.num_turns
-        turn.duration_ms = result.duration_ms
-        turn.duration_api_ms = result.duration_api_ms
-        turn.stop_reason = result.stop_reason or result.subtype
-        turn.errors = list(getattr(result, "errors", None) or []) or None
-    turn.cost_usd = cost
-    turn.input_tokens, turn.output_tokens = input_tokens, output_tokens
-    await repo.add_totals(
-        db,
-        session_id,
-        total_cost_usd=cost,
-        total_input_tokens=input_tokens,
-        total_output_tokens=output_tokens,
-        total_cache_read_tokens=cache_read,
-        total_cache_creation_tokens=cache_creation,
-    )
-    await db.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(
-            total_cost_usd=User.total_cost_usd + cost,
-            total_input_tokens=User.total_input_tokens + input_tokens,
-            total_output_tokens=User.total_output_tokens + output_tokens,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    by_tool, errors = await repo.tool_counts(db, session_id, turn_id)
-    await db.refresh(session)
-    db.add(
-        MetricsSnapshot(
-            session_id=session_id,
-            turn_id=turn_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cache_read,
-            cache_creation_tokens=cache_creation,
-            cost_usd=cost,
-            total_cost_usd=float(session.total_cost_usd or 0),
-            num_turns=result.num_turns if result else 0,
-            tool_calls_by_tool=by_tool,
-            error_count=errors + (1 if turn.status == "failed" else 0),
-            duration_ms=result.duration_ms if result else 0,
-            created_at=now,
-        )
-    )
+        _copy_result(turn, result)
+        total = float(result.total_cost_usd or 0)
+        cost, estimated = costs.turn_cost(total, result.usage, result.model_usage, billed_before), False
+    else:
+        cost, estimated = await estimated_cost(db, turn), True
+    await _book(db, turn, user_id, cost, estimated)
+    await _snapshot(db, session, turn, result)
     await append_event(
         db,
         session_id,
@@ -121,13 +150,14 @@ async def record_result(
             "result": turn.result,
             "is_error": turn.is_error,
             "cost_usd": cost,
+            "cost_estimated": estimated,
             "usage": turn.usage,
             "num_turns": turn.num_turns,
             "duration_ms": turn.duration_ms,
         },
     )
     await claim_and_record(db, session_id, ("processing", "waiting"), "active", f"turn {turn.status}")
-    return TurnOutcome(turn.status, cost, input_tokens, output_tokens)
+    return TurnOutcome(turn.status, cost, estimated, turn.input_tokens, turn.output_tokens)
 
 
 async def warn_budget(
@@ -147,13 +177,25 @@ async def warn_budget(
 
 
 async def record_failure(
-    db: AsyncSession, session_id: uuid.UUID, turn_id: uuid.UUID, error: BaseException, *, start_failed: bool
-) -> None:
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    turn_id: uuid.UUID,
+    user_id: uuid.UUID,
+    error: BaseException,
+    *,
+    start_failed: bool,
+) -> float:
+    """Book a turn the agent could not finish; what its model calls had used is billed as an estimate."""
     message = str(error)[:2000] or type(error).__name__
+    await db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
     turn = await repo.get_turn(db, turn_id)
+    cost = 0.0
     if turn is not None:
         turn.status, turn.finished_at = "failed", utcnow()
         turn.errors = [message]
+        cost = await estimated_cost(db, turn)
+        if cost:
+            await _book(db, turn, user_id, cost, True)
     await db.execute(
         update(Session)
         .where(Session.id == session_id)
@@ -169,3 +211,4 @@ async def record_failure(
         "failed" if start_failed else "active",
         message[:500],
     )
+    return cost

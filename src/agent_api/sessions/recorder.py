@@ -20,10 +20,11 @@ from agent_api.admin import audit
 from agent_api.metrics import tool_label
 from agent_api.models import HookRun, Message, PermissionRequest, Session, ToolCall
 from agent_api.models.base import utcnow
+from agent_api.runtime import costs
 from agent_api.runtime.agent import HookRecord
 from agent_api.runtime.permissions import DecidedBy, Verdict, input_summary
 from agent_api.sessions import repository as repo
-from agent_api.sessions.accounting import record_failure, record_result, warn_budget
+from agent_api.sessions.accounting import TurnOutcome, record_failure, record_result, warn_budget
 from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.jsonable import jsonable
 from agent_api.state import AppState
@@ -86,6 +87,11 @@ class TurnRecorder:
         # Hook runs and automatic decisions, written with the next message's transaction rather than while the
         # agent CLI waits for the hook's answer.
         self._deferred: list[Callable[[AsyncSession], Awaitable[None]]] = []
+        # Usage of each model call so far, by API message id, from the stream: what a turn that ends without the
+        # CLI's result is billed for. Written with the next message, so a crash loses at most the last call's.
+        self._usage: dict[str, dict[str, Any]] = {}
+        self._current_call: str | None = None
+        self._usage_written = 0
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
@@ -94,9 +100,30 @@ class TurnRecorder:
             for write in deferred:
                 await write(db)
             yield db
+            await self._write_usage(db)
+
+    def _track_usage(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message_start" and isinstance(event.get("message"), dict):
+            self._current_call = str(event["message"].get("id") or uuid.uuid4())
+            self._usage[self._current_call] = dict(event["message"].get("usage") or {})
+        elif kind == "message_delta" and self._current_call in self._usage and isinstance(event.get("usage"), dict):
+            self._usage[self._current_call].update(event["usage"])
+
+    async def _write_usage(self, db: AsyncSession) -> None:
+        if not self._usage:
+            return
+        total: dict[str, int] = {}
+        for usage in self._usage.values():
+            total = costs.add_usage(total, usage)
+        signature = hash(tuple(total.values()))
+        if signature != self._usage_written:
+            self._usage_written = signature
+            await repo.set_turn_usage(db, self.turn_id, total)
 
     async def on_message(self, message: Any) -> None:
         if isinstance(message, StreamEvent):
+            self._track_usage(message.event)
             self._forward_delta(message.event)
         elif isinstance(message, SystemMessage) and message.subtype == "init":
             await self._on_init(message.data)
@@ -383,10 +410,16 @@ class TurnRecorder:
 
     # --- the end of the turn -------------------------------------------------------------------------
 
-    async def finish(self, result: ResultMessage | None, interrupted: bool) -> None:
+    async def finish(
+        self, result: ResultMessage | None, interrupted: bool, billed_before: float | None = None
+    ) -> TurnOutcome | None:
         warned = False
         async with self._transaction() as db:
-            outcome = await record_result(db, self.session_id, self.turn_id, self.user_id, result, interrupted)
+            await self._write_usage(db)
+            self._usage.clear()  # booked below; the result's own usage replaces it
+            outcome = await record_result(
+                db, self.session_id, self.turn_id, self.user_id, result, interrupted, billed_before
+            )
             if outcome is not None:
                 warned = await warn_budget(db, self.state, self.session_id, self.user_id, outcome.cost_usd)
         if outcome is not None:  # counted once committed
@@ -394,8 +427,13 @@ class TurnRecorder:
             metrics.record_turn(outcome.status, outcome.input_tokens, outcome.output_tokens, outcome.cost_usd)
             if warned:
                 metrics.budget_warnings.inc()
+        return outcome
 
     async def fail(self, error: BaseException, *, start_failed: bool) -> None:
         async with self._transaction() as db:
-            await record_failure(db, self.session_id, self.turn_id, error, start_failed=start_failed)
-        self.state.metrics.record_turn("failed", 0, 0, 0.0)
+            await self._write_usage(db)
+            self._usage.clear()
+            cost = await record_failure(
+                db, self.session_id, self.turn_id, self.user_id, error, start_failed=start_failed
+            )
+        self.state.metrics.record_turn("failed", 0, 0, cost)

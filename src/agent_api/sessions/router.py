@@ -130,6 +130,7 @@ async def query(
             result=done.result,
             is_error=done.is_error or done.status != "completed",
             cost_usd=float(done.cost_usd or 0),
+            cost_estimated=done.cost_estimated,
             usage=done.usage,
             num_turns=done.num_turns,
             duration_ms=done.duration_ms,

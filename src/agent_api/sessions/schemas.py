@@ -158,6 +158,9 @@ class TurnOutcome(BaseModel):
     result: str | None
     is_error: bool
     cost_usd: float
+    cost_estimated: bool = Field(
+        default=False, description="The turn ended without the agent's own figures; its cost is priced from usage"
+    )
     usage: dict[str, Any] | None
     num_turns: int | None
     duration_ms: int | None

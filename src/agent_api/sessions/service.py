@@ -18,6 +18,7 @@ from agent_api.models.base import utcnow
 from agent_api.runtime import workdir
 from agent_api.runtime.agent import AgentSpec
 from agent_api.session_templates import service as template_service
+from agent_api.sessions import accounting
 from agent_api.sessions import repository as repo
 from agent_api.sessions.events import append_event, change_status, record_status_change
 from agent_api.sessions.schemas import CurrentMetrics, ForkRequest, PermissionAnswer, SessionCreate
@@ -340,11 +341,12 @@ async def _deny_pending(db: AsyncSession, session_id: uuid.UUID, reason: str) ->
 
 
 async def recover_after_restart(state: AppState) -> int:
-    """Turns a crash left running are marked interrupted and their sessions made resumable (`active`)."""
+    """Turns a crash left running are marked interrupted, billed for what their model calls had used, and their
+    sessions made resumable (`active`)."""
     async with state.db.transaction() as db:
         turns = await repo.running_turns(db)
         for turn in turns:
-            turn.status, turn.finished_at = "interrupted", utcnow()
+            await accounting.record_result(db, turn.session_id, turn.id, turn.user_id, None, interrupted=True)
             turn.errors = [*(turn.errors or []), "interrupted by a server restart"]
         stuck = (await db.scalars(repo.sessions_in(("connecting", "processing", "waiting")))).all()
         for s in stuck:

@@ -125,7 +125,12 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
         log.exception("turn %s of session %s failed", turn_id, session_id)
         await recorder.fail(exc, start_failed=False)
         return
-    await recorder.finish(result, interrupted=agent.interrupted)
+    outcome = await recorder.finish(result, interrupted=agent.interrupted, billed_before=agent.billed_total_usd)
+    if result is not None and result.total_cost_usd is not None:
+        agent.billed_total_usd = float(result.total_cost_usd)
+    elif outcome is not None and agent.billed_total_usd is not None:
+        # The estimate stands for this turn; the process's next total includes what it really used.
+        agent.billed_total_usd += outcome.cost_usd
 
 
 async def _apply_budget(state: AppState, spec: AgentSpec, session_spent: float) -> None:
