@@ -1,47 +1,135 @@
-"""`Idempotency-Key`: the first response to a keyed request is stored and replayed for the same key."""
+"""`Idempotency-Key` (as the IETF draft and Stripe use it): a keyed request runs once; a retry with the same key and
+the same request gets the stored answer, one with another request 422 `idempotency_key_reused`, one that arrives
+while the first is still running 409 `idempotency_in_progress`.
+
+A key is claimed by inserting its row at the start of the request, in the request's transaction: a concurrent
+retry waits on that row (PostgreSQL's unique index; SQLite's single writer) and then sees the committed answer,
+or finds the key free again if the first request failed (its transaction, row included, rolled back).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Header
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
 
+from agent_api.errors import Conflict, ValidationFailed
 from agent_api.models import IdempotencyRecord
 from agent_api.models.base import utcnow
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200, min_length=1)]
 
 
-async def replay(db: AsyncSession, user_id: uuid.UUID, scope: str, key: str | None) -> JSONResponse | None:
-    if not key:
-        return None
-    stmt = select(IdempotencyRecord).where(
+@dataclass(frozen=True)
+class ClaimedKey:
+    """A key this request holds until it records its answer with `finish`."""
+
+    user_id: uuid.UUID
+    scope: str
+    key: str
+
+
+def fingerprint(request: Request, body: BaseModel | None) -> str:
+    """Of the method, the path and the validated body in canonical form: key order and ignored fields do not
+    change it, a different message or option does."""
+    canonical = {
+        "method": request.method,
+        "path": request.url.path,
+        "body": body.model_dump(mode="json") if body is not None else None,
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _lookup(user_id: uuid.UUID, scope: str, key: str) -> Any:
+    return select(IdempotencyRecord).where(
         IdempotencyRecord.user_id == user_id, IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
     )
-    record = (await db.scalars(stmt)).first()
-    if record is None:
-        return None
+
+
+def _answer(record: IdempotencyRecord, request_fingerprint: str) -> JSONResponse:
+    if record.fingerprint is not None and record.fingerprint != request_fingerprint:
+        raise ValidationFailed(
+            "This Idempotency-Key was used for a different request; use a new key", code="idempotency_key_reused"
+        )
+    if record.in_progress:
+        raise Conflict(
+            "A request with this Idempotency-Key is still in progress; retry later for its answer",
+            code="idempotency_in_progress",
+        )
     return JSONResponse(record.response, status_code=record.status_code, headers={"Idempotent-Replay": "true"})
 
 
-async def remember(
-    db: AsyncSession, user_id: uuid.UUID, scope: str, key: str | None, status_code: int, body: Any
-) -> None:
+async def begin(
+    db: AsyncSession, user_id: uuid.UUID, scope: str, key: str | None, request: Request, body: BaseModel | None
+) -> ClaimedKey | JSONResponse | None:
+    """None: no key. A response: the stored answer to replay. A claim: this request goes ahead and must `finish`."""
     if not key:
-        return
-    db.add(
-        IdempotencyRecord(
-            user_id=user_id,
-            scope=scope,
-            key=key,
-            status_code=status_code,
-            response=jsonable_encoder(body),
-            created_at=utcnow(),
-        )
+        return None
+    request_fingerprint = fingerprint(request, body)
+    record = (await db.scalars(_lookup(user_id, scope, key))).first()
+    if record is not None:
+        return _answer(record, request_fingerprint)
+    placeholder = IdempotencyRecord(
+        user_id=user_id,
+        scope=scope,
+        key=key,
+        fingerprint=request_fingerprint,
+        in_progress=True,
+        status_code=202,
+        response={},
+        created_at=utcnow(),
     )
-    await db.flush()
+    try:
+        async with db.begin_nested():
+            db.add(placeholder)
+    except IntegrityError:
+        # A concurrent request with this key committed first: its answer, or its request still running.
+        record = (await db.scalars(_lookup(user_id, scope, key).execution_options(populate_existing=True))).first()
+        if record is None:
+            raise Conflict(
+                "A request with this Idempotency-Key is still in progress; retry later for its answer",
+                code="idempotency_in_progress",
+            ) from None
+        return _answer(record, request_fingerprint)
+    return ClaimedKey(user_id, scope, key)
+
+
+async def finish(
+    db: AsyncSession, claim: ClaimedKey | None, status_code: int, body: Any, *, in_progress: bool = False
+) -> None:
+    """Record the answer for the claimed key; `in_progress` while the request goes on after committing (a
+    `wait: true` query), so a retry meanwhile gets 409 and a restart leaves the answer given so far."""
+    if claim is None:
+        return
+    await db.execute(
+        update(IdempotencyRecord)
+        .where(
+            IdempotencyRecord.user_id == claim.user_id,
+            IdempotencyRecord.scope == claim.scope,
+            IdempotencyRecord.key == claim.key,
+        )
+        .values(status_code=status_code, response=jsonable_encoder(body), in_progress=in_progress)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def settle_in_progress(db: AsyncSession) -> int:
+    """After a restart no request is running: keys left in progress answer what their request had answered."""
+    result = await db.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.in_progress.is_(True))
+        .values(in_progress=False)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

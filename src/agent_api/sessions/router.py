@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent_api import idempotency
@@ -39,6 +39,7 @@ from agent_api.sessions.schemas import (
     SessionStatus,
     ToolCallRead,
 )
+from agent_api.state import AppState
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
@@ -96,12 +97,17 @@ async def delete_session(s: OwnedSession, db: DB, state: State) -> None:
 
 @router.post("/{session_id}/query", response_model=QueryAccepted | QueryCompleted, status_code=status.HTTP_202_ACCEPTED)
 async def query(
-    s: OwnedSession, body: QueryRequest, user: CurrentUser, db: DB, state: State, key: idempotency.IdempotencyKey = None
+    s: OwnedSession,
+    body: QueryRequest,
+    request: Request,
+    user: CurrentUser,
+    db: DB,
+    state: State,
+    key: idempotency.IdempotencyKey = None,
 ) -> Any:
-    scope = f"query:{s.id}"
-    replayed = await idempotency.replay(db, user.id, scope, key)
-    if replayed is not None:
-        return replayed
+    claim = await idempotency.begin(db, user.id, f"query:{s.id}", key, request, body)
+    if isinstance(claim, JSONResponse):
+        return claim
     if body.fork:
         # Refusals first: a fork copies the working directory, which a rolled-back request would leave behind.
         check_user_rate(state, user.id, "query")
@@ -109,17 +115,19 @@ async def query(
     target = await service.fork(db, state, user, s, ForkRequest()) if body.fork else s
     turn, message = await turns.start_query(db, state, user, target, body.message, count_rate=not body.fork)
     accepted = QueryAccepted(id=target.id, message_id=message.id, turn_id=turn.id, status="processing")
-    if not body.wait:
-        await idempotency.remember(db, user.id, scope, key, 202, accepted)
-        await db.commit()
-        turns.dispatch(state, target.id, turn.id, user.id)
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+    await idempotency.finish(db, claim, 202, accepted, in_progress=body.wait)
     await db.commit()
     task = turns.dispatch(state, target.id, turn.id, user.id)
+    if not body.wait:
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
     try:
         # Shielded: a client that gives up waiting does not cancel the turn.
         await asyncio.wait_for(asyncio.shield(task), state.settings.query_wait_timeout_s)
-    except TimeoutError:
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        # The turn goes on; a retry with the key gets this answer, never a second turn.
+        await asyncio.shield(_remember_in_fresh_transaction(state, claim, 202, accepted))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
     async with state.db.transaction() as fresh:
         done = await repo.get_turn(fresh, turn.id)
@@ -136,8 +144,16 @@ async def query(
             duration_ms=done.duration_ms,
             turn_status=done.status,
         )
-        await idempotency.remember(fresh, user.id, scope, key, 200, completed)
+        await idempotency.finish(fresh, claim, 200, completed)
     return JSONResponse(completed.model_dump(mode="json"), status_code=200)
+
+
+async def _remember_in_fresh_transaction(
+    state: AppState, claim: idempotency.ClaimedKey | None, status_code: int, body: Any
+) -> None:
+    if claim is not None:
+        async with state.db.transaction() as fresh:
+            await idempotency.finish(fresh, claim, status_code, body)
 
 
 @router.post("/{session_id}/interrupt")
@@ -170,18 +186,19 @@ async def resume(
 @router.post("/{session_id}/fork", response_model=SessionRead, status_code=status.HTTP_201_CREATED)
 async def fork(
     s: OwnedSession,
+    request: Request,
     user: CurrentUser,
     db: DB,
     state: State,
     key: idempotency.IdempotencyKey = None,
     body: Annotated[ForkRequest | None, Body()] = None,
 ) -> Any:
-    scope = f"fork:{s.id}"
-    replayed = await idempotency.replay(db, user.id, scope, key)
-    if replayed is not None:
-        return replayed
-    child = SessionRead.model_validate(await service.fork(db, state, user, s, body or ForkRequest()))
-    await idempotency.remember(db, user.id, scope, key, 201, child)
+    body = body or ForkRequest()
+    claim = await idempotency.begin(db, user.id, f"fork:{s.id}", key, request, body)
+    if isinstance(claim, JSONResponse):
+        return claim
+    child = SessionRead.model_validate(await service.fork(db, state, user, s, body))
+    await idempotency.finish(db, claim, 201, child)
     return child
 
 

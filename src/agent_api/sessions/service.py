@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api import idempotency
 from agent_api.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import Message, PermissionRequest, Session, SessionArchive, User
@@ -352,6 +353,7 @@ async def recover_after_restart(state: AppState) -> int:
         for s in stuck:
             await change_status(db, s, "active", "server restarted; the interrupted turn can be retried")
             await _deny_pending(db, s.id, "server restarted")
+        await idempotency.settle_in_progress(db)
     if turns or stuck:
         log.warning("recovered %d interrupted turns in %d sessions", len(turns), len(stuck))
     return len(turns)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import JSONResponse
 
 from agent_api import idempotency
 from agent_api.auth.deps import CurrentUser
@@ -72,21 +73,22 @@ async def delete_task(task: OwnedTask, db: DB) -> None:
 @router.post("/{task_id}/execute", response_model=ExecutionRead, status_code=status.HTTP_202_ACCEPTED)
 async def execute_task(
     task: OwnedTask,
+    request: Request,
     user: CurrentUser,
     db: DB,
     state: State,
     key: idempotency.IdempotencyKey = None,
     body: ExecuteRequest | None = None,
 ) -> Any:
-    scope = f"execute:{task.id}"
-    replayed = await idempotency.replay(db, user.id, scope, key)
-    if replayed is not None:
-        return replayed
+    body = body or ExecuteRequest()
+    claim = await idempotency.begin(db, user.id, f"execute:{task.id}", key, request, body)
+    if isinstance(claim, JSONResponse):
+        return claim
     check_user_rate(state, user.id, "execute")
     await ensure_within_budget(db, state, user.id)
-    execution = await runner.create_execution(db, task, (body or ExecuteRequest()).variables, "manual")
+    execution = await runner.create_execution(db, task, body.variables, "manual")
     accepted = ExecutionRead.model_validate(execution)
-    await idempotency.remember(db, user.id, scope, key, 202, accepted)
+    await idempotency.finish(db, claim, 202, accepted)
     await db.commit()
     runner.dispatch(state, execution.id)
     return accepted
