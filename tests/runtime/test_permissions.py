@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_api.runtime import permissions
 from agent_api.runtime.permissions import decide, path_guard, rule_matches
 
 
@@ -60,3 +61,41 @@ def test_rules_and_modes(cwd: Path) -> None:
     assert decide(mode="plan", **common, **write).decision == "deny"  # type: ignore[union-attr]
     denied = decide(mode="bypassPermissions", **{**common, "disallowed": ["Write"]}, **write)
     assert denied is not None and (denied.decision, denied.decided_by) == ("deny", "rule")
+
+
+class TestSandboxAndNetworkChecks:
+    def test_the_opt_out_is_refused_only_when_sandboxed(self) -> None:
+        call = {"command": "id", "dangerouslyDisableSandbox": True}
+        verdict = permissions.leaves_sandbox("Bash", call, bash_sandboxed=True)
+        assert verdict is not None and (verdict.decision, verdict.decided_by) == ("deny", "sandbox")
+        assert permissions.leaves_sandbox("Bash", {"command": "id"}, bash_sandboxed=True) is None
+        assert permissions.leaves_sandbox("Bash", call, bash_sandboxed=False) is None
+
+    def test_network_targets_of_each_tool(self) -> None:
+        assert permissions.network_targets("WebFetch", {"url": "http://x.example/"}) == ["http://x.example/"]
+        assert permissions.network_targets("SandboxNetworkAccess", {"host": "::1"}) == ["http://[::1]/"]
+        nested = {"a": [{"b": " https://inner.example/path "}], "note": "see http://not-a-target in prose"}
+        assert permissions.network_targets("mcp__fetch__get", nested) == ["https://inner.example/path"]
+        assert permissions.network_targets("Bash", {"command": "curl http://127.0.0.1"}) == []
+
+    @pytest.mark.parametrize(
+        ("tool", "tool_input"),
+        [
+            ("WebFetch", {"url": "http://localhost:8000/"}),
+            ("WebFetch", {"url": "http://2130706433/"}),
+            ("WebFetch", {"url": "http://169.254.169.254/latest/meta-data/"}),
+            ("WebFetch", {"url": "http://metadata.google.internal/"}),
+            ("WebFetch", {"url": "http://[::ffff:127.0.0.1]/"}),
+            ("WebFetch", {"url": "file:///etc/passwd"}),
+            ("SandboxNetworkAccess", {"host": "127.0.0.1"}),
+            ("SandboxNetworkAccess", {"host": "10.1.2.3"}),
+            ("mcp__fetch__get", {"request": {"url": "ws://127.0.0.1:5432/"}}),
+        ],
+    )
+    async def test_internal_targets_are_denied(self, tool: str, tool_input: dict[str, object]) -> None:
+        verdict = await permissions.network_guard(tool, tool_input)
+        assert verdict is not None and (verdict.decision, verdict.decided_by) == ("deny", "sandbox")
+
+    async def test_public_literal_targets_pass(self) -> None:
+        assert await permissions.network_guard("WebFetch", {"url": "https://93.184.216.34/"}) is None
+        assert await permissions.network_guard("SandboxNetworkAccess", {"host": "2606:4700::1111"}) is None

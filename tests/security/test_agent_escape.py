@@ -9,6 +9,8 @@ a client sends. No secret byte may appear in any answer, record, download or mod
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -134,6 +136,39 @@ class TestUnsandboxedBashIsRefused:
         done = await sessions.wait_status(s["id"], "active", "waiting")
         assert done["status"] == "active"
         assert all(p["decided_by"] != "user" and p["decision"] for p in await sessions.items(s["id"], "permissions"))
+
+
+class TestSandboxedBashStaysInside:
+    async def test_no_server_process_and_no_unix_socket(
+        self, app: object, client: httpx.AsyncClient, sessions: SessionsApi, tmp_path: Path
+    ) -> None:
+        """The server's /proc entry (its environment held the bootstrap password and model key) is out of sight,
+        and unix sockets (PostgreSQL's, Docker's) cannot be opened: shown with a listener of the test's own."""
+        listener = socket.socket(socket.AF_UNIX)
+        path = tmp_path / "service.sock"
+        listener.bind(str(path))
+        listener.listen(1)
+        listener.setblocking(False)
+        try:
+            probe = tmp_path / "probe.py"
+            probe.write_text(
+                "import socket\n"
+                "try:\n"
+                f"    socket.socket(socket.AF_UNIX).connect({str(path)!r}); print('UNIX-CONNECTED')\n"
+                "except OSError as e:\n"
+                "    print('unix refused:', e)\n"
+            )
+            s = await sessions.create(permission_mode="bypassPermissions")
+            r = await sessions.query(s["id"], f"run: cat /proc/{os.getpid()}/cmdline; echo; python3 {probe}", wait=True)
+            assert r.status_code == 200, r.text
+            output = json.dumps(await sessions.items(s["id"], "tool-calls"))
+            assert "unix refused" in output and "UNIX-CONNECTED" not in output
+            # The server process (this test run) is not visible from inside.
+            assert f"/proc/{os.getpid()}/cmdline: No such file" in output
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+        finally:
+            listener.close()
 
 
 class TestNetworkOutsideBash:
