@@ -31,7 +31,7 @@ import uvicorn
 from agent_api.app import create_app
 from agent_api.cli import UVICORN_OPTIONS
 from agent_api.config import Settings
-from agent_api.sessions.events import append_event
+from agent_api.event_log import append_event
 
 
 def free_port() -> int:

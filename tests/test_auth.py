@@ -11,7 +11,7 @@ import jwt
 import pytest
 from sqlalchemy import update
 
-from agent_api.auth import security
+from agent_api import security
 from agent_api.models import User
 from tests.conftest import TEST_SECRET, Users, app_state, assert_error_shape, make_client
 

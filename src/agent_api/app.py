@@ -17,6 +17,7 @@ from agent_api import __version__, migrate
 from agent_api.admin.router import router as admin_router
 from agent_api.auth import service as auth_service
 from agent_api.auth.router import router as auth_router
+from agent_api.bus import create_bus
 from agent_api.config import Settings, get_settings
 from agent_api.errors import install_error_handlers
 from agent_api.logs import redact_server_logs
@@ -33,7 +34,6 @@ from agent_api.session_templates.router import router as session_templates_route
 from agent_api.sessions import service as session_service
 from agent_api.sessions.router import router as sessions_router
 from agent_api.state import AppState
-from agent_api.streaming.bus import create_bus
 from agent_api.streaming.connection import CLOSE_SHUTDOWN
 from agent_api.streaming.router import router as streaming_router
 from agent_api.tasks import runner as task_runner

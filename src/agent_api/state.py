@@ -9,19 +9,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from agent_api.auth.rate_limit import LoginLimiter
-from agent_api.auth.security import JwtCodec
 from agent_api.background import TaskRegistry
 from agent_api.config import Settings
 from agent_api.db import Database
 from agent_api.metrics import AppMetrics
 from agent_api.models.base import utcnow
-from agent_api.monitoring.rate_limits import UserRateLimiter
+from agent_api.rate_limits import LoginLimiter, UserRateLimiter
+from agent_api.security import JwtCodec
 
 if TYPE_CHECKING:
+    from agent_api.bus import EventBus
     from agent_api.runtime.endpoint import ModelEndpoint
     from agent_api.runtime.pool import AgentPool
-    from agent_api.streaming.bus import EventBus
 
 
 @dataclass

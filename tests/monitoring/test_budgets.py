@@ -17,7 +17,7 @@ from agent_api.app import create_app
 from agent_api.errors import BudgetExceeded, RateLimited
 from agent_api.models import AuditEvent, SessionEvent, Turn
 from agent_api.monitoring.budgets import ensure_within_budget
-from agent_api.monitoring.rate_limits import UserRateLimiter
+from agent_api.rate_limits import UserRateLimiter
 from tests.conftest import UserAccount, Users, app_state, assert_error_shape, make_settings, wait_until
 from tests.monitoring.factories import add_session, add_turn, set_budget
 

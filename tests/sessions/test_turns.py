@@ -192,8 +192,8 @@ class TestDelete:
 
 class TestRestartRecovery:
     async def test_a_turn_left_running_is_marked_interrupted(self, app: object, sessions: SessionsApi) -> None:
+        from agent_api.event_log import change_status
         from agent_api.models import Session, Turn
-        from agent_api.sessions.events import change_status
 
         state = app_state(app)
         s = await sessions.create(permission_mode="bypassPermissions")

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_api.sessions.events import append_event
-from agent_api.streaming.bus import BusEvent, PostgresEventBus
+from agent_api.bus import BusEvent, PostgresEventBus
+from agent_api.event_log import append_event
 from agent_api.streaming.service import EventStream
 from tests.conftest import SessionsApi, app_state, wait_until
 from tests.streaming.conftest import SERVER_OPTIONS, Stream, connect, open_stalled
@@ -162,8 +162,8 @@ async def _started(server: Any) -> bool:
 WRITER = """
 import asyncio, sys, uuid
 from agent_api.db import Database
-from agent_api.sessions.events import append_event
-from agent_api.streaming.bus import PostgresEventBus
+from agent_api.event_log import append_event
+from agent_api.bus import PostgresEventBus
 
 async def main(url, session_id):
     db = Database(url)

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_api import event_log
 from agent_api.client import AgentApiClient, ApiError, StreamClosed
-from agent_api.sessions import repository as sessions_repo
 from tests.conftest import SessionsApi, Users, app_state
 
 Frame = dict[str, Any]
@@ -33,7 +33,7 @@ def turn_over(frames: list[Frame]) -> bool:
 
 async def log_of(app: object, session_id: str) -> list[tuple[int, str]]:
     async with app_state(app).db.transaction(readonly=True) as db:
-        rows = (await db.execute(sessions_repo.events_after(uuid.UUID(session_id), 0, 10_000))).all()
+        rows = (await db.execute(event_log.events_after(uuid.UUID(session_id), 0, 10_000))).all()
     return [(r.seq, r.type) for r in rows]
 
 

@@ -20,10 +20,10 @@ from agent_api.admin.schemas import (
     PasswordReset,
     PasswordResetResult,
 )
+from agent_api.agent_settings import SessionStatus
 from agent_api.auth.deps import AdminUser
 from agent_api.deps import DB, State
 from agent_api.pagination import Page, Pagination
-from agent_api.sessions.schemas import SessionStatus
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

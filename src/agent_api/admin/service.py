@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.admin import audit
+from agent_api import audit, security
 from agent_api.admin import repository as repo
 from agent_api.admin.schemas import (
     AdminSessionPage,
@@ -28,7 +28,6 @@ from agent_api.admin.schemas import (
     UsageFigures,
     UserStats,
 )
-from agent_api.auth import security
 from agent_api.auth import service as auth_service
 from agent_api.errors import Conflict, NotFound, ValidationFailed
 from agent_api.models import User

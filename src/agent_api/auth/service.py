@@ -11,9 +11,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.admin import audit
+from agent_api import audit, security
 from agent_api.auth import repository as repo
-from agent_api.auth import security
 from agent_api.auth.schemas import ApiKeyCreate, TokenPair
 from agent_api.errors import AppError, Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
 from agent_api.models import ApiKey, RefreshTokenFamily, User

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.admin import audit
+from agent_api import audit
 from agent_api.errors import BudgetExceeded
 from agent_api.monitoring import repository as repo
 from agent_api.runtime.agent import LiveAgent

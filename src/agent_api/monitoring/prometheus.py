@@ -10,11 +10,11 @@ from fastapi import APIRouter, Header
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from agent_api.agent_settings import SessionStatus
 from agent_api.deps import DB, State
 from agent_api.errors import Unauthorized
 from agent_api.models.task import EXECUTION_STATUSES
 from agent_api.monitoring import repository as repo
-from agent_api.sessions.schemas import SessionStatus
 
 router = APIRouter(tags=["monitoring"])
 

@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Date, cast, func, select
+from sqlalchemy import Date, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.models import Message, Session, TaskExecution, ToolCall, Turn, User
+from agent_api.models import Message, PermissionRequest, Session, TaskExecution, ToolCall, Turn, User
 
 IN_FLIGHT = ("queued", "running")
 FINISHED = ("completed", "failed", "interrupted")
@@ -170,3 +170,21 @@ async def tool_call_durations_ms(db: AsyncSession, session_id: uuid.UUID) -> lis
         ToolCall.session_id == session_id, ToolCall.duration_ms.is_not(None)
     )
     return [(name, float(ms or 0)) for name, ms in (await db.execute(stmt)).all()]
+
+
+async def tool_counts(
+    db: AsyncSession, session_id: uuid.UUID, turn_id: uuid.UUID | None = None
+) -> tuple[dict[str, int], int]:
+    """Tool calls by tool name, and how many failed; for the session or one of its turns."""
+    stmt = select(ToolCall.name, func.count(), func.sum(case((ToolCall.is_error, 1), else_=0))).where(
+        ToolCall.session_id == session_id
+    )
+    if turn_id is not None:
+        stmt = stmt.where(ToolCall.turn_id == turn_id)
+    rows = (await db.execute(stmt.group_by(ToolCall.name))).all()
+    return {name: int(n) for name, n, _ in rows}, sum(int(e or 0) for _, _, e in rows)
+
+
+async def pending_permission_count(db: AsyncSession, session_id: uuid.UUID) -> int:
+    stmt = select(func.count()).where(PermissionRequest.session_id == session_id, PermissionRequest.decision.is_(None))
+    return int(await db.scalar(stmt) or 0)

@@ -8,8 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from agent_api.sessions.schemas import CurrentMetrics
-
 Period = Literal["hourly", "daily", "weekly", "monthly"]
 GroupBy = Literal["day", "session", "model"]
 
@@ -61,6 +59,23 @@ class LatencyStats(BaseModel):
     p99_ms: float | None
     max_ms: float | None
     mean_ms: float | None
+
+
+class CurrentMetrics(BaseModel):
+    session_id: uuid.UUID
+    status: str
+    message_count: int
+    tool_call_count: int
+    turn_count: int
+    total_cost_usd: float
+    total_input_tokens: int
+    total_output_tokens: int
+    total_cache_read_tokens: int
+    total_cache_creation_tokens: int
+    tool_calls_by_tool: dict[str, int]
+    error_count: int
+    permission_requests_pending: int
+    live: bool
 
 
 class SessionMetrics(CurrentMetrics):

@@ -9,11 +9,10 @@ from collections import defaultdict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import NotFound
-from agent_api.models import User
+from agent_api.models import Session, User
 from agent_api.monitoring import budgets
 from agent_api.monitoring import repository as repo
-from agent_api.monitoring.schemas import BudgetRead, LatencyStats, SessionMetrics
-from agent_api.sessions import service as session_service
+from agent_api.monitoring.schemas import BudgetRead, CurrentMetrics, LatencyStats, SessionMetrics
 from agent_api.state import AppState
 
 
@@ -46,11 +45,40 @@ async def budget_of(db: AsyncSession, state: AppState, user: User) -> BudgetRead
     return BudgetRead(**{name: getattr(status, name) for name in BudgetRead.model_fields})
 
 
+async def tool_counts(
+    db: AsyncSession, session_id: uuid.UUID, turn_id: uuid.UUID | None = None
+) -> tuple[dict[str, int], int]:
+    """Tool calls by tool name, and how many failed; for the session or one of its turns."""
+    return await repo.tool_counts(db, session_id, turn_id)
+
+
+async def current_metrics(db: AsyncSession, state: AppState, s: Session) -> CurrentMetrics:
+    """A session's totals now, its tool calls by tool, pending permission requests and whether its agent is live."""
+    by_tool, errors = await repo.tool_counts(db, s.id)
+    pending = await repo.pending_permission_count(db, s.id)
+    return CurrentMetrics(
+        session_id=s.id,
+        status=s.status,
+        message_count=s.message_count,
+        tool_call_count=s.tool_call_count,
+        turn_count=s.turn_count,
+        total_cost_usd=float(s.total_cost_usd or 0),
+        total_input_tokens=s.total_input_tokens,
+        total_output_tokens=s.total_output_tokens,
+        total_cache_read_tokens=s.total_cache_read_tokens,
+        total_cache_creation_tokens=s.total_cache_creation_tokens,
+        tool_calls_by_tool=by_tool,
+        error_count=errors,
+        permission_requests_pending=pending,
+        live=state.agents.is_live(s.id) if state.agents else False,
+    )
+
+
 async def session_metrics(db: AsyncSession, state: AppState, caller: User, session_id: uuid.UUID) -> SessionMetrics:
     s = await repo.get_session(db, session_id)
     if s is None or (s.user_id != caller.id and not caller.is_admin):
         raise NotFound("Session not found", code="session_not_found")
-    current = await session_service.current_metrics(db, state, s)
+    current = await current_metrics(db, state, s)
     tool_calls = await repo.tool_call_durations_ms(db, session_id)
     by_tool: dict[str, list[float]] = defaultdict(list)
     for name, ms in tool_calls:

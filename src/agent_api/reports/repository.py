@@ -8,9 +8,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.models import Message, Report, ToolCall
+from agent_api.models import Message, Report, ToolCall, Turn
 from agent_api.reports.schemas import ReportFilters
-from agent_api.sessions import repository as sessions_repo
 
 Row = TypeVar("Row", Message, ToolCall)
 
@@ -44,7 +43,11 @@ def list_owned(user_id: uuid.UUID, filters: ReportFilters) -> Select[Report]:
 
 def _text_messages(session_id: uuid.UUID) -> Select[Message]:
     # Tool results arrive as user messages without text; the timeline shows them through their tool call.
-    return sessions_repo.messages_of(session_id).where(Message.text.is_not(None), Message.text != "")
+    return (
+        select(Message)
+        .where(Message.session_id == session_id, Message.text.is_not(None), Message.text != "")
+        .order_by(Message.created_at, Message.id)
+    )
 
 
 async def _count(db: AsyncSession, stmt: Select[Any]) -> int:
@@ -73,7 +76,11 @@ async def timeline_rows(
         db, _text_messages(session_id), keep, Message.created_at.desc(), Message.id.desc()
     )
     calls, n_calls = await _head_and_tail(
-        db, sessions_repo.tool_calls_of(session_id), keep, ToolCall.started_at.desc(), ToolCall.id.desc()
+        db,
+        select(ToolCall).where(ToolCall.session_id == session_id).order_by(ToolCall.started_at, ToolCall.id),
+        keep,
+        ToolCall.started_at.desc(),
+        ToolCall.id.desc(),
     )
     return messages, calls, n_messages + n_calls
 
@@ -82,3 +89,8 @@ async def first_user_text(db: AsyncSession, session_id: uuid.UUID) -> str | None
     stmt = _text_messages(session_id).where(Message.role == "user").limit(1)
     message = (await db.scalars(stmt)).first()
     return message.text if message is not None else None
+
+
+async def turns_of(db: AsyncSession, session_id: uuid.UUID) -> list[Turn]:
+    stmt = select(Turn).where(Turn.session_id == session_id).order_by(Turn.created_at, Turn.id)
+    return list((await db.scalars(stmt)).all())

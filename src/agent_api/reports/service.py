@@ -22,7 +22,6 @@ from agent_api.reports.schemas import (
     SessionSnapshot,
     Usage,
 )
-from agent_api.sessions import repository as sessions_repo
 from agent_api.sessions import service as sessions_service
 from agent_api.state import AppState
 
@@ -46,10 +45,10 @@ async def create_report(
 
     `error` is what ended a task execution (a timeout, say); it leads the report's errors and makes it `failed`.
     """
-    s = await sessions_repo.get_owned(db, user_id, session_id)
+    s = await sessions_service.find_owned(db, user_id, session_id)
     if s is None:
         raise NotFound("Session not found", code="session_not_found")
-    turns = list((await db.scalars(sessions_repo.turns_of(s.id))).all())
+    turns = await repo.turns_of(db, s.id)
     messages, calls, entry_count = await repo.timeline_rows(db, s.id, collect.TIMELINE_HALF)
     prompt = turns[0].prompt if turns else await repo.first_user_text(db, s.id)
     work_began = next((t.started_at or t.created_at for t in turns), None)

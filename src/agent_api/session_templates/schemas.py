@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from agent_api.sessions.schemas import SessionSettings, SessionSettingsRead
+from agent_api.agent_settings import SessionSettings, SessionSettingsRead
 
 Category = Literal["development", "security", "production", "debugging", "performance", "custom"]
 Scope = Literal["my", "public", "accessible"]

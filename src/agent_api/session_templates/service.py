@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api.agent_settings import SessionSettings
 from agent_api.errors import Forbidden, NotFound, ValidationFailed
 from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import SessionTemplate, TemplateShare, User
@@ -16,7 +18,6 @@ from agent_api.models.base import utcnow
 from agent_api.pagination import PageParams, fetch_page
 from agent_api.session_templates import repository as repo
 from agent_api.session_templates.schemas import TemplateFields, TemplateRead, TemplateSearch, TemplateSharing
-from agent_api.sessions.schemas import SessionCreate
 
 # The session settings a template carries; on `POST /sessions` a field the client sets wins over the template's.
 SESSION_FIELDS = (
@@ -125,20 +126,22 @@ async def search(db: AsyncSession, user: User, body: TemplateSearch) -> tuple[li
     return rows, total, params
 
 
+SettingsT = TypeVar("SettingsT", bound=SessionSettings)
+
+
 @dataclass(frozen=True)
-class AppliedTemplate:
-    settings: SessionCreate
+class AppliedTemplate(Generic[SettingsT]):
+    settings: SettingsT
     template: SessionTemplate
 
 
-async def apply_to_session(db: AsyncSession, user: User, body: SessionCreate) -> AppliedTemplate:
+async def apply_to_session(
+    db: AsyncSession, user: User, template_id: uuid.UUID, body: SettingsT
+) -> AppliedTemplate[SettingsT]:
     """The session body with the template's settings filled in where the client left them out; counts the use."""
-    assert body.template_id is not None
-    template = await repo.get_visible(db, user.id, body.template_id)
+    template = await repo.get_visible(db, user.id, template_id)
     if template is None:
-        raise ValidationFailed(
-            "Unknown template", code="template_not_found", details={"template_id": str(body.template_id)}
-        )
+        raise ValidationFailed("Unknown template", code="template_not_found", details={"template_id": str(template_id)})
     values = body.model_dump(exclude_unset=True)
     for field in SESSION_FIELDS:
         if field not in body.model_fields_set:
@@ -147,6 +150,6 @@ async def apply_to_session(db: AsyncSession, user: User, body: SessionCreate) ->
         values["description"] = template.description
     if "name" not in body.model_fields_set:
         values["name"] = template.name
-    merged = SessionCreate.model_validate(values)
+    merged = type(body).model_validate(values)
     await repo.record_use(db, template.id)
     return AppliedTemplate(merged, template)

@@ -10,12 +10,13 @@ from claude_agent_sdk import ResultMessage
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api.event_log import append_event, claim_and_record
 from agent_api.models import MetricsSnapshot, Session, Turn, User
 from agent_api.models.base import utcnow
 from agent_api.monitoring import budgets
+from agent_api.monitoring import service as monitoring_service
 from agent_api.runtime import costs
 from agent_api.sessions import repository as repo
-from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.jsonable import jsonable
 from agent_api.state import AppState
 
@@ -92,7 +93,7 @@ async def _book(db: AsyncSession, turn: Turn, user_id: uuid.UUID, cost: float, e
 
 
 async def _snapshot(db: AsyncSession, session: Session, turn: Turn, result: ResultMessage | None) -> None:
-    by_tool, errors = await repo.tool_counts(db, session.id, turn.id)
+    by_tool, errors = await monitoring_service.tool_counts(db, session.id, turn.id)
     await db.refresh(session)
     usage = turn.usage or {}
     db.add(

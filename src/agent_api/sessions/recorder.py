@@ -16,7 +16,9 @@ from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, To
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.admin import audit
+from agent_api import audit
+from agent_api.bus import BusEvent
+from agent_api.event_log import append_event, claim_and_record
 from agent_api.metrics import tool_label
 from agent_api.models import HookRun, Message, PermissionRequest, Session, ToolCall
 from agent_api.models.base import utcnow
@@ -25,10 +27,8 @@ from agent_api.runtime.agent import HookRecord
 from agent_api.runtime.permissions import DecidedBy, Verdict, input_summary
 from agent_api.sessions import repository as repo
 from agent_api.sessions.accounting import TurnOutcome, record_failure, record_result, warn_budget
-from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.jsonable import jsonable
 from agent_api.state import AppState
-from agent_api.streaming.bus import BusEvent
 
 MAX_STORED_OUTPUT = 100_000
 EVENT_OUTPUT_PREVIEW = 2_000

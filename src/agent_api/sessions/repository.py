@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.models import (
@@ -16,7 +16,6 @@ from agent_api.models import (
     PermissionRequest,
     Session,
     SessionArchive,
-    SessionEvent,
     ToolCall,
     Turn,
 )
@@ -57,31 +56,6 @@ def list_owned(
     if created_before:
         stmt = stmt.where(Session.created_at < created_before)
     return stmt.order_by(Session.created_at.desc(), Session.id)
-
-
-async def claim_status(db: AsyncSession, session_id: uuid.UUID, allowed_from: tuple[str, ...], to: str) -> bool:
-    """Compare-and-set on the status: true for exactly one of several concurrent callers."""
-    result = await db.execute(
-        update(Session)
-        .where(Session.id == session_id, Session.status.in_(allowed_from))
-        .values(status=to, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def next_seq(db: AsyncSession, session_id: uuid.UUID) -> int:
-    """The session row is the sequence: incrementing it takes the row's write lock, so seq is gap-free."""
-    seq = await db.scalar(
-        update(Session)
-        .where(Session.id == session_id)
-        .values(last_seq=Session.last_seq + 1)
-        .returning(Session.last_seq)
-        .execution_options(synchronize_session=False)
-    )
-    if seq is None:
-        raise LookupError(f"session {session_id} does not exist")
-    return int(seq)
 
 
 async def add_totals(db: AsyncSession, session_id: uuid.UUID, **increments: Any) -> None:
@@ -129,34 +103,9 @@ def snapshots_of(session_id: uuid.UUID) -> Select[MetricsSnapshot]:
     )
 
 
-def events_after(
-    session_id: uuid.UUID, after_seq: int, limit: int = 500
-) -> Select[tuple[uuid.UUID, int, str, dict[str, Any], datetime]]:
-    """Plain rows, not ORM objects: a replay reads thousands and only turns them into frames."""
-    return (
-        select(SessionEvent.session_id, SessionEvent.seq, SessionEvent.type, SessionEvent.data, SessionEvent.created_at)
-        .where(SessionEvent.session_id == session_id, SessionEvent.seq > after_seq)
-        .order_by(SessionEvent.seq)
-        .limit(limit)
-    )
-
-
 async def pending_permissions(db: AsyncSession, session_id: uuid.UUID) -> list[PermissionRequest]:
     stmt = permissions_of(session_id).where(PermissionRequest.decision.is_(None))
     return list((await db.scalars(stmt)).all())
-
-
-async def tool_counts(
-    db: AsyncSession, session_id: uuid.UUID, turn_id: uuid.UUID | None = None
-) -> tuple[dict[str, int], int]:
-    """Tool calls by tool name, and how many failed; for the session or one of its turns."""
-    stmt = select(ToolCall.name, func.count(), func.sum(case((ToolCall.is_error, 1), else_=0))).where(
-        ToolCall.session_id == session_id
-    )
-    if turn_id is not None:
-        stmt = stmt.where(ToolCall.turn_id == turn_id)
-    rows = (await db.execute(stmt.group_by(ToolCall.name))).all()
-    return {name: int(n) for name, n, _ in rows}, sum(int(e or 0) for _, _, e in rows)
 
 
 def turns_of(session_id: uuid.UUID) -> Select[Turn]:

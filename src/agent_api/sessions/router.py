@@ -14,16 +14,17 @@ from agent_api import idempotency
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State
 from agent_api.errors import NotFound, PayloadTooLarge
+from agent_api.monitoring import service as monitoring_service
 from agent_api.monitoring.budgets import ensure_within_budget
-from agent_api.monitoring.rate_limits import check_user_rate
+from agent_api.monitoring.schemas import CurrentMetrics
 from agent_api.pagination import Page, Pagination, fetch_page
+from agent_api.rate_limits import check_user_rate
 from agent_api.runtime import workdir
 from agent_api.sessions import repository as repo
 from agent_api.sessions import service, turns
 from agent_api.sessions.deps import OwnedSession
 from agent_api.sessions.schemas import (
     ArchiveRead,
-    CurrentMetrics,
     ForkRequest,
     HookRunRead,
     MessageRead,
@@ -259,7 +260,7 @@ async def metrics_snapshots(s: OwnedSession, db: DB, params: Pagination) -> Page
 
 @router.get("/{session_id}/metrics/current", response_model=CurrentMetrics)
 async def metrics_current(s: OwnedSession, db: DB, state: State) -> CurrentMetrics:
-    return await service.current_metrics(db, state, s)
+    return await monitoring_service.current_metrics(db, state, s)
 
 
 @router.get("/{session_id}/workdir/download", response_class=StreamingResponse)

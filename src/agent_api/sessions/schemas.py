@@ -3,77 +3,23 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
-SessionStatus = Literal[
-    "created",
-    "connecting",
-    "processing",
-    "waiting",
-    "active",
-    "paused",
-    "completed",
-    "failed",
-    "terminated",
-    "archived",
-]
-MAX_MESSAGE_CHARS = 50_000
-MAX_METADATA_BYTES = 16_384
-ToolRule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-# A model name reaches the agent CLI's command line: never a leading dash, never whitespace or shell syntax.
-ModelName = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/\[\]-]*$"
-    ),
-]
+from agent_api.agent_settings import (
+    MAX_MESSAGE_CHARS,
+    MAX_METADATA_BYTES,
+    PermissionMode,
+    SdkOptions,
+    SessionSettings,
+    SessionSettingsRead,
+    SessionStatus,
+)
 
-
-class SdkOptions(BaseModel):
-    """The SDK options a client may set; others (`add_dirs`, `extra_args`, `settings`, `env`, `sandbox`,
-    `cli_path`...) are ignored and never reach the agent CLI."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: ModelName | None = None
-    max_turns: int | None = Field(default=None, ge=1, le=500)
-    max_thinking_tokens: int | None = Field(default=None, ge=0, le=200_000)
-    fallback_model: ModelName | None = None
-
-    @field_validator("fallback_model", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-
-class SessionSettings(BaseModel):
-    """What a session (and later a template or a task) configures about its agent."""
-
-    system_prompt: Annotated[str, StringConstraints(max_length=100_000)] | None = None
-    allowed_tools: list[ToolRule] = Field(default_factory=list, max_length=100)
-    disallowed_tools: list[ToolRule] = Field(default_factory=list, max_length=100)
-    blocked_commands: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = Field(
-        default_factory=list, max_length=100, description="Regular expressions; a Bash command matching one is blocked"
-    )
-    permission_mode: PermissionMode = "default"
-    sdk_options: SdkOptions = Field(default_factory=SdkOptions)
-    mcp_server_ids: list[uuid.UUID] = Field(default_factory=list, max_length=50)
-
-    @field_validator("blocked_commands")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid pattern {pattern!r}: {exc}") from exc
-        return patterns
+__all__ = ["PermissionMode", "SdkOptions", "SessionSettings", "SessionSettingsRead", "SessionStatus"]
 
 
 class SessionCreate(SessionSettings):
@@ -95,20 +41,6 @@ class SessionCreate(SessionSettings):
         if len(json.dumps(value)) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata larger than {MAX_METADATA_BYTES} bytes")
         return value
-
-
-class SessionSettingsRead(BaseModel):
-    """The agent settings as a session, a template and a task report them."""
-
-    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
-
-    system_prompt: str | None
-    allowed_tools: list[str]
-    disallowed_tools: list[str]
-    blocked_commands: list[str]
-    permission_mode: str
-    sdk_options: dict[str, Any]
-    mcp_server_ids: list[str]
 
 
 class SessionRead(SessionSettingsRead):
@@ -271,23 +203,6 @@ class MetricsSnapshotRead(BaseModel):
     error_count: int
     duration_ms: int
     created_at: datetime
-
-
-class CurrentMetrics(BaseModel):
-    session_id: uuid.UUID
-    status: str
-    message_count: int
-    tool_call_count: int
-    turn_count: int
-    total_cost_usd: float
-    total_input_tokens: int
-    total_output_tokens: int
-    total_cache_read_tokens: int
-    total_cache_creation_tokens: int
-    tool_calls_by_tool: dict[str, int]
-    error_count: int
-    permission_requests_pending: int
-    live: bool
 
 
 class ArchiveRead(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import idempotency
 from agent_api.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from agent_api.event_log import append_event, change_status, record_status_change
 from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import Message, PermissionRequest, Session, SessionArchive, User
 from agent_api.models.base import utcnow
@@ -21,8 +22,7 @@ from agent_api.runtime.agent import AgentSpec
 from agent_api.session_templates import service as template_service
 from agent_api.sessions import accounting
 from agent_api.sessions import repository as repo
-from agent_api.sessions.events import append_event, change_status, record_status_change
-from agent_api.sessions.schemas import CurrentMetrics, ForkRequest, PermissionAnswer, SessionCreate
+from agent_api.sessions.schemas import ForkRequest, PermissionAnswer, SessionCreate
 from agent_api.state import AppState
 
 log = logging.getLogger("agent_api.sessions")
@@ -62,6 +62,20 @@ def spec_for(state: AppState, s: Session) -> AgentSpec:
     )
 
 
+async def find_owned(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> Session | None:
+    """The user's session, or None: for callers that answer a missing one their own way (a WebSocket close)."""
+    return await repo.get_owned(db, user_id, session_id)
+
+
+async def get_session(db: AsyncSession, session_id: uuid.UUID) -> Session | None:
+    return await repo.get_session(db, session_id)
+
+
+async def pending_permissions(db: AsyncSession, session_id: uuid.UUID) -> list[PermissionRequest]:
+    """Requests still waiting for a person, oldest first."""
+    return await repo.pending_permissions(db, session_id)
+
+
 @dataclass(frozen=True)
 class CreatedSession:
     session: Session
@@ -73,7 +87,7 @@ async def create_session(db: AsyncSession, state: AppState, user: User, body: Se
     seed_files: list[dict[str, str]] = []
     initial_message = None
     if body.template_id is not None:
-        applied = await template_service.apply_to_session(db, user, body)
+        applied = await template_service.apply_to_session(db, user, body.template_id, body)
         body, seed_files = applied.settings, applied.template.seed_files
         initial_message = applied.template.initial_message
     mcp_server_ids = await mcp_service.check_attachable(db, user, body.mcp_server_ids)
@@ -275,27 +289,6 @@ async def archive(db: AsyncSession, state: AppState, s: Session) -> SessionArchi
     await db.flush()
     await asyncio.to_thread(workdir.remove_workdir, source)
     return record
-
-
-async def current_metrics(db: AsyncSession, state: AppState, s: Session) -> CurrentMetrics:
-    by_tool, errors = await repo.tool_counts(db, s.id)
-    pending = await repo.pending_permissions(db, s.id)
-    return CurrentMetrics(
-        session_id=s.id,
-        status=s.status,
-        message_count=s.message_count,
-        tool_call_count=s.tool_call_count,
-        turn_count=s.turn_count,
-        total_cost_usd=float(s.total_cost_usd or 0),
-        total_input_tokens=s.total_input_tokens,
-        total_output_tokens=s.total_output_tokens,
-        total_cache_read_tokens=s.total_cache_read_tokens,
-        total_cache_creation_tokens=s.total_cache_creation_tokens,
-        tool_calls_by_tool=by_tool,
-        error_count=errors,
-        permission_requests_pending=len(pending),
-        live=state.agents.is_live(s.id) if state.agents else False,
-    )
 
 
 async def answer_permission(

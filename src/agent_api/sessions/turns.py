@@ -9,14 +9,14 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import Conflict, ServiceUnavailable
+from agent_api.event_log import append_event, claim_and_record
 from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import Message, Session, Turn, User
 from agent_api.models.base import utcnow
 from agent_api.monitoring.budgets import agent_budget_fits, ensure_within_budget, turn_allowance
-from agent_api.monitoring.rate_limits import check_user_rate
+from agent_api.rate_limits import check_user_rate
 from agent_api.runtime.agent import AgentSpec, AgentStartError, LiveAgent
 from agent_api.sessions import repository as repo
-from agent_api.sessions.events import append_event, claim_and_record
 from agent_api.sessions.recorder import TurnRecorder, message_payload
 from agent_api.sessions.service import spec_for
 from agent_api.state import AppState

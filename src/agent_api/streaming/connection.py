@@ -15,7 +15,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent_api.errors import AppError
 from agent_api.models import User
-from agent_api.sessions import repository as sessions_repo
 from agent_api.sessions import service as sessions_service
 from agent_api.sessions import turns
 from agent_api.sessions.schemas import PermissionAnswer, QueryRequest
@@ -156,7 +155,7 @@ class StreamConnection:
     async def _query(self, data: dict[str, Any]) -> None:
         body = QueryRequest.model_validate({"message": data.get("message")})
         async with self.state.db.transaction() as db:
-            s = await sessions_repo.get_owned(db, self.user.id, self.session_id)
+            s = await sessions_service.find_owned(db, self.user.id, self.session_id)
             if s is None:
                 raise AppError("Session not found", code="session_not_found")
             turn, _message = await turns.start_query(db, self.state, self.user, s, body.message)
@@ -171,7 +170,7 @@ class StreamConnection:
             await self._error("validation_error", "request_id must be a UUID")
             return
         async with self.state.db.transaction() as db:
-            s = await sessions_repo.get_owned(db, self.user.id, self.session_id)
+            s = await sessions_service.find_owned(db, self.user.id, self.session_id)
             if s is None:
                 raise AppError("Session not found", code="session_not_found")
             request = await sessions_service.answer_permission(db, self.state, s, request_id, answer)

@@ -14,7 +14,7 @@ from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, get_state
 from agent_api.errors import AppError
 from agent_api.models import User
-from agent_api.sessions import repository as sessions_repo
+from agent_api.sessions import service as sessions_service
 from agent_api.sessions.deps import OwnedSession
 from agent_api.state import AppState
 from agent_api.streaming import service
@@ -75,7 +75,7 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         await ws.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
         return
     async with state.db.transaction(readonly=True) as db:
-        owned = await sessions_repo.get_owned(db, user.id, sid)
+        owned = await sessions_service.find_owned(db, user.id, sid)
     if owned is None:
         await ws.close(CLOSE_NOT_FOUND, "session not found")
         return

@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api import event_log
+from agent_api.bus import BusEvent, Subscription
 from agent_api.models import Session, StreamTicket, User
 from agent_api.models.base import utcnow
-from agent_api.sessions import repository as repo
+from agent_api.sessions import service as sessions_service
 from agent_api.state import AppState
-from agent_api.streaming.bus import BusEvent, Subscription
 
 TICKET_TTL_S = 30
 CATCH_UP_BATCH = 2000
@@ -72,8 +73,8 @@ def frame(
 
 async def connected_data(state: AppState, session_id: uuid.UUID) -> tuple[dict[str, Any], int]:
     async with state.db.transaction(readonly=True) as db:
-        s = await repo.get_session(db, session_id)
-        pending = await repo.pending_permissions(db, session_id)
+        s = await sessions_service.get_session(db, session_id)
+        pending = await sessions_service.pending_permissions(db, session_id)
         assert s is not None
         data = {
             "status": s.status,
@@ -107,7 +108,7 @@ class EventStream:
 
     async def _read_log(self) -> list[BusEvent]:
         async with self.state.db.transaction(readonly=True) as db:
-            stmt = repo.events_after(self.sub.session_id, self.last, CATCH_UP_BATCH)
+            stmt = event_log.events_after(self.sub.session_id, self.last, CATCH_UP_BATCH)
             rows = (await db.execute(stmt)).all()
         if len(rows) < CATCH_UP_BATCH:
             self._catch_up = False

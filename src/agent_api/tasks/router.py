@@ -12,8 +12,8 @@ from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State
 from agent_api.models.task import EXECUTION_STATUSES
 from agent_api.monitoring.budgets import ensure_within_budget
-from agent_api.monitoring.rate_limits import check_user_rate
 from agent_api.pagination import Page, Pagination, fetch_page
+from agent_api.rate_limits import check_user_rate
 from agent_api.tasks import repository as repo
 from agent_api.tasks import runner, service
 from agent_api.tasks.deps import OwnedExecution, OwnedTask

@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import AppError, Conflict, ValidationFailed
+from agent_api.event_log import claim_and_record
 from agent_api.models import Task, TaskExecution, Turn, User
 from agent_api.models.base import utcnow
 from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.reports import service as report_service
 from agent_api.sessions import service as session_service
 from agent_api.sessions import turns
-from agent_api.sessions.events import claim_and_record
 from agent_api.state import AppState
 from agent_api.tasks import prompt as prompts
 from agent_api.tasks import repository as repo

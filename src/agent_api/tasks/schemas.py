@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from agent_api.sessions.schemas import MAX_MESSAGE_CHARS, SessionSettings, SessionSettingsRead
+from agent_api.agent_settings import MAX_MESSAGE_CHARS, SessionSettings, SessionSettingsRead
 
 ReportFormat = Literal["html", "pdf", "json"]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]

@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api.bus import BusEvent
 from agent_api.models import Session, SessionEvent, StatusChange
 from agent_api.models.base import utcnow
-from agent_api.sessions import repository as repo
-from agent_api.streaming.bus import BusEvent
+
+
+async def next_seq(db: AsyncSession, session_id: uuid.UUID) -> int:
+    """The session row is the sequence: incrementing it takes the row's write lock, so seq is gap-free."""
+    seq = await db.scalar(
+        update(Session)
+        .where(Session.id == session_id)
+        .values(last_seq=Session.last_seq + 1)
+        .returning(Session.last_seq)
+        .execution_options(synchronize_session=False)
+    )
+    if seq is None:
+        raise LookupError(f"session {session_id} does not exist")
+    return int(seq)
+
+
+async def claim_status(db: AsyncSession, session_id: uuid.UUID, allowed_from: tuple[str, ...], to: str) -> bool:
+    """Compare-and-set on the status: true for exactly one of several concurrent callers."""
+    result = await db.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.status.in_(allowed_from))
+        .values(status=to, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def append_event(db: AsyncSession, session_id: uuid.UUID, type_: str, data: dict[str, Any]) -> SessionEvent:
-    seq = await repo.next_seq(db, session_id)
+    seq = await next_seq(db, session_id)
     event = SessionEvent(session_id=session_id, seq=seq, type=type_, data=data, created_at=utcnow())
     db.add(event)
     await db.flush()
@@ -54,7 +79,19 @@ async def claim_and_record(
         current = await db.scalar(select(Session.status).where(Session.id == session_id))
         if current is None or current not in allowed_from:
             return None
-        if await repo.claim_status(db, session_id, (current,), to):
+        if await claim_status(db, session_id, (current,), to):
             await record_status_change(db, session_id, current, to, reason)
             return str(current)
     return None
+
+
+def events_after(
+    session_id: uuid.UUID, after_seq: int, limit: int = 500
+) -> Select[tuple[uuid.UUID, int, str, dict[str, Any], datetime]]:
+    """Plain rows, not ORM objects: a replay reads thousands and only turns them into frames."""
+    return (
+        select(SessionEvent.session_id, SessionEvent.seq, SessionEvent.type, SessionEvent.data, SessionEvent.created_at)
+        .where(SessionEvent.session_id == session_id, SessionEvent.seq > after_seq)
+        .order_by(SessionEvent.seq)
+        .limit(limit)
+    )

@@ -1,10 +1,18 @@
-"""Failed-login limiter: a sliding window of failures per username and per client address."""
+"""Rate limits, kept per process: failed logins per username and client address, and starting agent work (queries
+and task executions) per user, which answers 429 with `Retry-After`."""
 
 from __future__ import annotations
 
+import math
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
+from typing import Literal, Protocol
+
+from agent_api.config import Settings
+from agent_api.errors import RateLimited
+from agent_api.metrics import AppMetrics
 
 
 class SlidingWindowLimiter:
@@ -61,3 +69,47 @@ class LoginLimiter:
 
     def succeeded(self, username: str) -> None:
         self.window.reset(self._keys(username, "")[0])
+
+
+Action = Literal["query", "execute"]
+WINDOW_S = 60.0
+
+
+class UserRateLimiter:
+    """A one-minute sliding window per (user, action). In-process: each replica counts its own requests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = SlidingWindowLimiter(WINDOW_S, clock)
+
+    def check(self, user_id: uuid.UUID, action: Action, per_minute: int) -> None:
+        if per_minute <= 0:  # 0 switches the limit off
+            return
+        key = f"{action}:{user_id}"
+        wait = self.window.retry_after(key, per_minute)
+        if wait > 0:
+            raise RateLimited(
+                math.ceil(wait), f"Too many {action} requests; at most {per_minute} per minute are allowed"
+            )
+        self.window.hit(key)
+
+
+class HasUserRates(Protocol):
+    """What the check needs of the application state (typed here so this module imports no state)."""
+
+    settings: Settings
+    user_rates: UserRateLimiter
+    metrics: AppMetrics
+
+
+def limit_for(state: HasUserRates, action: Action) -> int:
+    settings = state.settings
+    return settings.rate_limit_query_per_minute if action == "query" else settings.rate_limit_execute_per_minute
+
+
+def check_user_rate(state: HasUserRates, user_id: uuid.UUID, action: Action) -> None:
+    """Count one `action` for the user, or raise `RateLimited` (429, `Retry-After`) when over the configured limit."""
+    try:
+        state.user_rates.check(user_id, action, limit_for(state, action))
+    except RateLimited:
+        state.metrics.rate_limited.labels(action).inc()
+        raise
