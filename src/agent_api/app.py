@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -19,6 +20,7 @@ from agent_api.auth import service as auth_service
 from agent_api.auth.router import router as auth_router
 from agent_api.bus import create_bus
 from agent_api.config import Settings, get_settings
+from agent_api.dispatcher import InProcessDispatcher, Jobs
 from agent_api.errors import install_error_handlers
 from agent_api.logs import redact_server_logs
 from agent_api.mcp_servers.router import router as mcp_servers_router
@@ -39,6 +41,7 @@ from agent_api.streaming.router import router as streaming_router
 from agent_api.tasks import runner as task_runner
 from agent_api.tasks.router import router as tasks_router
 from agent_api.tasks.scheduler import Scheduler
+from agent_api.turns import runner as turn_runner
 
 log = logging.getLogger("agent_api")
 API_PREFIX = "/api/v1"
@@ -97,6 +100,8 @@ async def _start_runtime(state: AppState) -> None:
         idle_timeout_s=settings.idle_timeout_s,
     )
     state.agents.start_reaper()
+    if isinstance(state.dispatcher, InProcessDispatcher):
+        state.dispatcher.agents = state.agents
 
 
 async def _start(state: AppState) -> None:
@@ -120,16 +125,10 @@ async def _start(state: AppState) -> None:
 
 async def _stop(state: AppState) -> None:
     """Drain: refuse new turns, interrupt running ones (they record themselves), end the agent processes."""
-    state.draining = True
+    state.dispatcher.draining = True
     for connection in list(state.connections):
         await connection.close(CLOSE_SHUTDOWN, "server restarting; reconnect with after_seq")
-    if state.agents is not None:
-        for session_id in list(state.turn_tasks):
-            await state.agents.interrupt(session_id)
-        running = list(state.turn_tasks.values())
-        if running:
-            await asyncio.wait(running, timeout=10)
-        await state.agents.close_all()
+    await state.dispatcher.drain()
     await state.background.cancel_all()
     if state.bus is not None:
         await state.bus.stop()
@@ -142,6 +141,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     redact_server_logs()
     state = AppState.from_settings(settings)
+    state.dispatcher = InProcessDispatcher(
+        Jobs(
+            run_turn=partial(turn_runner.run_turn, state),
+            run_execution=partial(task_runner.run_execution, state),
+            warm_agent=partial(turn_runner.warm_agent, state),
+        ),
+        agents=None,
+        registry=state.background,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,10 +13,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session as SyncSession
 
+log = logging.getLogger("agent_api.db")
+
 # Execution option naming how a SQLite transaction begins; read-only work asks for "DEFERRED".
 SQLITE_BEGIN = "sqlite_begin"
 # Key in `session.info` where work done in a transaction leaves things to announce once it commits.
 COMMITTED_EVENTS = "committed_events"
+# Key in `session.info` where a transaction keeps the work to start once it commits (see `after_commit`).
+AFTER_COMMIT = "after_commit"
 
 CommitListener = Callable[[list[Any]], None]
 
@@ -60,6 +65,12 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
 
 
+def after_commit(db: AsyncSession, job: Callable[[], object]) -> None:
+    """Start `job` once this transaction commits, and never if it rolls back: how a service starts work (a turn,
+    an execution, an agent warm-up) that must find its rows committed. `job` must only hand work over, not wait."""
+    db.info.setdefault(AFTER_COMMIT, []).append(job)
+
+
 class Database:
     """Owns the engine and hands out sessions; one instance per application.
 
@@ -88,10 +99,18 @@ class Database:
         if committed:
             for listener in self.commit_listeners:
                 listener(committed)
+        for job in session.info.pop(AFTER_COMMIT, None) or ():
+            try:
+                job()
+            except Exception:
+                log.exception("work queued on a transaction failed to start")
 
     @staticmethod
-    def _after_rollback(session: SyncSession, _previous: Any) -> None:
+    def _after_rollback(session: SyncSession, previous: Any) -> None:
+        if getattr(previous, "nested", False):
+            return  # a savepoint rolled back; the transaction, and what it queued before, goes on
         session.info.pop(COMMITTED_EVENTS, None)
+        session.info.pop(AFTER_COMMIT, None)
 
     @property
     def is_sqlite(self) -> bool:

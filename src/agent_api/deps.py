@@ -48,6 +48,13 @@ async def get_db(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
         await session.close()
 
 
+async def end_transaction(db: AsyncSession) -> None:
+    """Commit the request's work now. For the few routes that go on to wait for work that writes to the database
+    itself (a turn recording its end, say): under SQLite's single writer, waiting while holding the request's
+    transaction would stall it. Everywhere else the `DB` dependency commits when the route returns."""
+    await db.commit()
+
+
 # scope="function": the commit happens before the response is sent, so a client that acts on a 201 at once
 # (say, opens a stream with a ticket it was just given) finds the row committed.
 DB = Annotated[AsyncSession, Depends(get_db, scope="function")]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from agent_api.background import TaskRegistry
 from agent_api.config import Settings
 from agent_api.db import Database
+from agent_api.dispatcher import Dispatcher
 from agent_api.metrics import AppMetrics
 from agent_api.models.base import utcnow
 from agent_api.rate_limits import LoginLimiter, UserRateLimiter
@@ -34,15 +33,8 @@ class AppState:
     endpoint: ModelEndpoint | None = None
     agents: AgentPool | None = None
     bash_sandboxed: bool = False
-    # Turns running in this process, by session, and people's answers awaited by permission requests.
-    turn_tasks: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
-    permission_waiters: dict[uuid.UUID, asyncio.Future[Any]] = field(default_factory=dict)
-    permission_sessions: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # request id -> session id
-    # Interrupts that arrived before their turn reached the agent.
-    interrupt_requested: set[uuid.UUID] = field(default_factory=set)
-    # Task executions running in this process, by execution id.
-    execution_tasks: dict[uuid.UUID, asyncio.Task[Any]] = field(default_factory=dict)
-    draining: bool = False
+    # Owns all work in flight; set by the application once the domains' jobs exist.
+    dispatcher: Dispatcher = field(init=False)
     bus: EventBus | None = None
     # Open WebSocket stream connections, closed with 1012 on shutdown.
     connections: set[Any] = field(default_factory=set)

@@ -23,6 +23,7 @@ import pytest
 
 from agent_api.runtime.endpoint import sandbox_available
 from agent_api.sessions import service
+from agent_api.turns import runner as turn_runner
 from tests.conftest import SessionsApi, Users, app_state, tar_members
 
 pytestmark = [
@@ -272,7 +273,7 @@ class TestSdkOptions:
         async with app_state(app).db.transaction() as db:
             row = await service.repo.get_session(db, uuid.UUID(s["id"]))
             assert row is not None
-            spec = service.spec_for(app_state(app), row)
+            spec = turn_runner.spec_for(app_state(app), row)
         # The session's own live agent (started when it was created), asked for the options it gives the CLI.
         options = app_state(app).require_agents().warm(spec)._options()
         assert options.add_dirs == [] and options.extra_args == {} and options.settings is None

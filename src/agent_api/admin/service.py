@@ -214,7 +214,7 @@ async def stats(db: AsyncSession, state: AppState) -> AdminStats:
         sessions_total=sum(by_status.values()),
         sessions_by_status=by_status,
         live_sdk_clients=len(state.agents) if state.agents is not None else 0,
-        running_turns=len(state.turn_tasks),
+        running_turns=state.dispatcher.running_turns(),
         today=today_usage,
         this_month=month_usage,
         task_executions_by_status=await repo.task_executions_by_status(db, month_start, month_end),

@@ -28,7 +28,7 @@ async def metrics(db: DB, state: State, authorization: Annotated[str | None, Hea
         raise Unauthorized("A metrics token is required", code="invalid_token")
     m = state.metrics
     m.live_agents.set(len(state.agents) if state.agents is not None else 0)
-    m.running_turns.set(len(state.turn_tasks))
+    m.running_turns.set(state.dispatcher.running_turns())
     m.set_labelled(m.sessions, await repo.sessions_by_status(db), SESSION_STATUSES)
     m.set_labelled(m.task_executions, await repo.task_executions_by_status(db), EXECUTION_STATUSES)
     m.set_pool(state.db.engine.pool)  # after the queries, so this scrape's own connection is counted

@@ -129,11 +129,6 @@ async def get_message_of(db: AsyncSession, session_id: uuid.UUID, message_id: uu
     return (await db.scalars(stmt)).first()
 
 
-async def get_tool_call(db: AsyncSession, session_id: uuid.UUID, tool_use_id: str) -> ToolCall | None:
-    stmt = select(ToolCall).where(ToolCall.session_id == session_id, ToolCall.tool_use_id == tool_use_id)
-    return (await db.scalars(stmt)).first()
-
-
 async def get_permission(db: AsyncSession, session_id: uuid.UUID, request_id: uuid.UUID) -> PermissionRequest | None:
     stmt = select(PermissionRequest).where(
         PermissionRequest.session_id == session_id, PermissionRequest.id == request_id
@@ -143,24 +138,3 @@ async def get_permission(db: AsyncSession, session_id: uuid.UUID, request_id: uu
 
 def sessions_in(statuses: tuple[str, ...]) -> Select[Session]:
     return select(Session).where(Session.status.in_(statuses))
-
-
-async def billed_turns(db: AsyncSession, session_id: uuid.UUID, limit: int = 50) -> list[tuple[float, Any]]:
-    """(cost, usage) of the session's latest turns billed from the CLI's own figures."""
-    stmt = (
-        select(Turn.cost_usd, Turn.usage)
-        .where(Turn.session_id == session_id, Turn.cost_estimated.is_(False), Turn.cost_usd > 0)
-        .order_by(Turn.created_at.desc())
-        .limit(limit)
-    )
-    return [(float(cost), usage) for cost, usage in (await db.execute(stmt)).all()]
-
-
-async def session_model(db: AsyncSession, session_id: uuid.UUID) -> str | None:
-    return await db.scalar(select(Session.model).where(Session.id == session_id))
-
-
-async def set_turn_usage(db: AsyncSession, turn_id: uuid.UUID, usage: dict[str, int]) -> None:
-    await db.execute(
-        update(Turn).where(Turn.id == turn_id).values(usage=usage).execution_options(synchronize_session=False)
-    )

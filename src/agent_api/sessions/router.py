@@ -12,16 +12,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent_api import idempotency
 from agent_api.auth.deps import CurrentUser
-from agent_api.deps import DB, State
+from agent_api.deps import DB, State, end_transaction
 from agent_api.errors import NotFound, PayloadTooLarge
 from agent_api.monitoring import service as monitoring_service
-from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.monitoring.schemas import CurrentMetrics
 from agent_api.pagination import Page, Pagination, fetch_page
-from agent_api.rate_limits import check_user_rate
 from agent_api.runtime import workdir
 from agent_api.sessions import repository as repo
-from agent_api.sessions import service, turns
+from agent_api.sessions import service
 from agent_api.sessions.deps import OwnedSession
 from agent_api.sessions.schemas import (
     ArchiveRead,
@@ -47,17 +45,11 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 @router.post("", response_model=SessionRead, status_code=status.HTTP_201_CREATED)
 async def create_session(body: SessionCreate, user: CurrentUser, db: DB, state: State) -> SessionRead:
+    """Create a session (from a template when `template_id` is given). Its agent process starts in the background,
+    or the template's opening message is sent as its first query."""
     created = await service.create_session(db, state, user, body)
-    s = created.session
-    if created.initial_message:
-        turn, _ = await turns.start_query(db, state, user, s, created.initial_message)
-        await db.commit()
-        turns.dispatch(state, s.id, turn.id, user.id)
-        return SessionRead.model_validate(s)
-    # Published before the agent starts, so its status updates find the row.
-    await db.commit()
-    turns.warm(state, s)
-    return SessionRead.model_validate(s)
+    await service.start(db, state, user, created)
+    return SessionRead.model_validate(created.session)
 
 
 @router.get("", response_model=Page[SessionRead])
@@ -90,9 +82,10 @@ async def get_session(s: OwnedSession) -> SessionRead:
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_session(s: OwnedSession, db: DB, state: State) -> None:
+    """Delete the session: interrupt a running turn, end the agent, remove the working directory (and the archive,
+    unless the session was archived)."""
     keep_archive = await service.delete_session(db, s)
-    # Committed first: the interrupted turn records its end, which needs the database.
-    await db.commit()
+    await end_transaction(db)  # the interrupted turn records its end, which needs the database
     await service.release(state, s.id, keep_archive=keep_archive)
 
 
@@ -109,42 +102,23 @@ async def query(
     claim = await idempotency.begin(db, user.id, f"query:{s.id}", key, request, body)
     if isinstance(claim, JSONResponse):
         return claim
-    if body.fork:
-        # Refusals first: a fork copies the working directory, which a rolled-back request would leave behind.
-        check_user_rate(state, user.id, "query")
-        await ensure_within_budget(db, state, user.id)
-    target = await service.fork(db, state, user, s, ForkRequest()) if body.fork else s
-    turn, message = await turns.start_query(db, state, user, target, body.message, count_rate=not body.fork)
-    accepted = QueryAccepted(id=target.id, message_id=message.id, turn_id=turn.id, status="processing")
+    sent = await service.send_message(db, state, user, s, body.message, into_fork=body.fork)
+    accepted = QueryAccepted(id=sent.session.id, message_id=sent.message.id, turn_id=sent.turn.id, status="processing")
     await idempotency.finish(db, claim, 202, accepted, in_progress=body.wait)
-    await db.commit()
-    task = turns.dispatch(state, target.id, turn.id, user.id)
     if not body.wait:
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+    await end_transaction(db)  # the turn records itself as it runs
     try:
-        # Shielded: a client that gives up waiting does not cancel the turn.
-        await asyncio.wait_for(asyncio.shield(task), state.settings.query_wait_timeout_s)
-    except (TimeoutError, asyncio.CancelledError) as exc:
-        # The turn goes on; a retry with the key gets this answer, never a second turn.
+        finished = await state.dispatcher.wait_turn(sent.session.id, state.settings.query_wait_timeout_s)
+    except asyncio.CancelledError:
+        # The client left; the turn goes on, and a retry with the key gets this answer, never a second turn.
         await asyncio.shield(_remember_in_fresh_transaction(state, claim, 202, accepted))
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+        raise
+    if not finished:
+        await _remember_in_fresh_transaction(state, claim, 202, accepted)
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
     async with state.db.transaction() as fresh:
-        done = await repo.get_turn(fresh, turn.id)
-        assert done is not None
-        completed = QueryCompleted(
-            **accepted.model_dump(exclude={"status"}),
-            status=(await repo.get_session(fresh, target.id)).status,  # type: ignore[union-attr]
-            result=done.result,
-            is_error=done.is_error or done.status != "completed",
-            cost_usd=float(done.cost_usd or 0),
-            cost_estimated=done.cost_estimated,
-            usage=done.usage,
-            num_turns=done.num_turns,
-            duration_ms=done.duration_ms,
-            turn_status=done.status,
-        )
+        completed = await service.completed_query(fresh, accepted)
         await idempotency.finish(fresh, claim, 200, completed)
     return JSONResponse(completed.model_dump(mode="json"), status_code=200)
 
@@ -159,18 +133,18 @@ async def _remember_in_fresh_transaction(
 
 @router.post("/{session_id}/interrupt")
 async def interrupt(s: OwnedSession, db: DB, state: State) -> dict[str, Any]:
-    # Nothing to write here: end the transaction, so the turn can record its end while we wait on the agent.
-    await db.commit()
-    interrupted = await service.interrupt(state, s.id)
+    """Stop the session's current turn (also one still on its way to the agent); the session stays usable."""
+    await end_transaction(db)  # the turn records its end while we wait on the agent
+    interrupted = await state.dispatcher.interrupt(s.id)
     return {"id": str(s.id), "interrupted": interrupted}
 
 
 @router.post("/{session_id}/pause", response_model=SessionRead)
 async def pause(s: OwnedSession, db: DB, state: State) -> SessionRead:
+    """Interrupt a running turn and close the agent process; status `paused` until resumed."""
     paused = SessionRead.model_validate(await service.pause(db, s))
-    # Committed first: the interrupted turn records its end, which needs the database.
-    await db.commit()
-    await service.stop_agent(state, s.id)
+    await end_transaction(db)  # the interrupted turn records its end, which needs the database
+    await state.dispatcher.stop_agent(s.id)
     return paused
 
 
@@ -246,9 +220,8 @@ async def permissions(s: OwnedSession, db: DB, params: Pagination) -> Page[Permi
 async def answer_permission(
     s: OwnedSession, request_id: uuid.UUID, body: PermissionAnswer, db: DB, state: State
 ) -> PermissionRead:
+    """Answer a pending permission request: 404 for an unknown one, 409 once it is decided."""
     request = await service.answer_permission(db, state, s, request_id, body)
-    await db.commit()
-    service.wake_permission_waiter(state, request)
     return PermissionRead.model_validate(request)
 
 

@@ -12,18 +12,20 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import idempotency
+from agent_api.db import after_commit
 from agent_api.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from agent_api.event_log import append_event, change_status, record_status_change
 from agent_api.mcp_servers import service as mcp_service
-from agent_api.models import Message, PermissionRequest, Session, SessionArchive, User
+from agent_api.models import Message, PermissionRequest, Session, SessionArchive, Turn, User
 from agent_api.models.base import utcnow
+from agent_api.monitoring.budgets import ensure_within_budget
+from agent_api.rate_limits import check_user_rate
 from agent_api.runtime import workdir
-from agent_api.runtime.agent import AgentSpec
 from agent_api.session_templates import service as template_service
-from agent_api.sessions import accounting
 from agent_api.sessions import repository as repo
-from agent_api.sessions.schemas import ForkRequest, PermissionAnswer, SessionCreate
+from agent_api.sessions.schemas import ForkRequest, PermissionAnswer, QueryAccepted, QueryCompleted, SessionCreate
 from agent_api.state import AppState
+from agent_api.turns import service as turns_service
 
 log = logging.getLogger("agent_api.sessions")
 
@@ -39,27 +41,6 @@ def workdir_of(state: AppState, session_id: uuid.UUID) -> Path:
 
 def archive_path(state: AppState, session_id: uuid.UUID) -> Path:
     return state.settings.data_dir / "archives" / f"{session_id}.tar.gz"
-
-
-def spec_for(state: AppState, s: Session) -> AgentSpec:
-    options = s.sdk_options or {}
-    fork_pending = s.sdk_session_id is None and s.fork_from_sdk_session_id is not None
-    return AgentSpec(
-        session_id=s.id,
-        cwd=workdir_of(state, s.id),
-        system_prompt=s.system_prompt,
-        permission_mode=s.permission_mode,
-        allowed_tools=list(s.allowed_tools or []),
-        disallowed_tools=list(s.disallowed_tools or []),
-        blocked_commands=list(s.blocked_commands or []),
-        model=options.get("model"),
-        max_turns=options.get("max_turns"),
-        max_thinking_tokens=options.get("max_thinking_tokens"),
-        fallback_model=options.get("fallback_model"),
-        resume=s.fork_from_sdk_session_id if fork_pending else s.sdk_session_id,
-        fork_session=fork_pending,
-        resume_session_at=s.fork_at_message_uuid if fork_pending else None,
-    )
 
 
 async def find_owned(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> Session | None:
@@ -117,32 +98,69 @@ async def create_session(db: AsyncSession, state: AppState, user: User, body: Se
     return CreatedSession(s, initial_message)
 
 
+async def start(db: AsyncSession, state: AppState, user: User, created: CreatedSession) -> None:
+    """A new session's first step once committed: its template's opening message, or its agent warming up."""
+    if created.initial_message:
+        await send_message(db, state, user, created.session, created.initial_message)
+    else:
+        turns_service.warm(db, state, created.session)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    session: Session  # the session the message went to (a new fork when asked to fork)
+    turn: Turn
+    message: Message
+
+
+async def send_message(
+    db: AsyncSession,
+    state: AppState,
+    user: User,
+    s: Session,
+    text: str,
+    *,
+    into_fork: bool = False,
+    count_rate: bool = True,
+) -> SentMessage:
+    """The one way a message reaches an agent (REST and WebSocket queries, fork-and-query, task executions):
+    refusals first, then the turn is recorded and runs once the caller's transaction commits."""
+    target = s
+    if into_fork:
+        # Refusals first: a fork copies the working directory, which a rolled-back request would leave behind.
+        check_user_rate(state, user.id, "query")
+        await ensure_within_budget(db, state, user.id)
+        target = await fork(db, state, user, s, ForkRequest())
+    turn, message = await turns_service.start_turn(
+        db, state, user, target, text, count_rate=count_rate and not into_fork
+    )
+    return SentMessage(target, turn, message)
+
+
+async def completed_query(db: AsyncSession, accepted: QueryAccepted) -> QueryCompleted:
+    """The answer to a `wait: true` query whose turn has finished."""
+    turn = await turns_service.get_turn(db, accepted.turn_id)
+    s = await repo.get_session(db, accepted.id)
+    assert turn is not None and s is not None
+    return QueryCompleted(
+        **accepted.model_dump(exclude={"status"}),
+        status=s.status,
+        result=turn.result,
+        is_error=turn.is_error or turn.status != "completed",
+        cost_usd=float(turn.cost_usd or 0),
+        cost_estimated=turn.cost_estimated,
+        usage=turn.usage,
+        num_turns=turn.num_turns,
+        duration_ms=turn.duration_ms,
+        turn_status=turn.status,
+    )
+
+
 async def get_owned(db: AsyncSession, user: User, session_id: uuid.UUID) -> Session:
     s = await repo.get_owned(db, user.id, session_id)
     if s is None:
         raise NotFound("Session not found", code="session_not_found")
     return s
-
-
-async def interrupt(state: AppState, session_id: uuid.UUID) -> bool:
-    """Stop the session's current turn, also one still on its way to the agent; false when none is running."""
-    if state.agents is not None and await state.agents.interrupt(session_id):
-        return True
-    if session_id in state.turn_tasks:
-        state.interrupt_requested.add(session_id)
-        return True
-    return False
-
-
-async def stop_agent(state: AppState, session_id: uuid.UUID) -> None:
-    """Interrupt a running (or starting) turn, release its permission waits, and end the live client."""
-    await interrupt(state, session_id)
-    for request_id, owner in list(state.permission_sessions.items()):
-        waiter = state.permission_waiters.get(request_id)
-        if owner == session_id and waiter is not None and not waiter.done():
-            waiter.set_result(("deny", "the session was stopped"))
-    if state.agents is not None:
-        await state.agents.close(session_id)
 
 
 async def delete_session(db: AsyncSession, s: Session) -> bool:
@@ -159,7 +177,7 @@ async def delete_session(db: AsyncSession, s: Session) -> bool:
 
 async def release(state: AppState, session_id: uuid.UUID, *, keep_archive: bool) -> None:
     """After a delete is committed: end the agent, then remove its files (the archive only when not kept)."""
-    await stop_agent(state, session_id)
+    await state.dispatcher.stop_agent(session_id)
     await asyncio.to_thread(workdir.remove_workdir, workdir_of(state, session_id))
     if not keep_archive:
         archive_path(state, session_id).unlink(missing_ok=True)
@@ -192,6 +210,7 @@ async def resume(db: AsyncSession, state: AppState, s: Session) -> Session:
 
 
 async def fork(db: AsyncSession, state: AppState, user: User, parent: Session, body: ForkRequest) -> Session:
+    """A new session with the parent's settings, conversation (up to `fork_at_message`) and, by default, files."""
     if parent.status in ENDED:
         raise Conflict("A deleted session cannot be forked", code="invalid_status")
     cut: Message | None = None
@@ -265,7 +284,7 @@ async def archive(db: AsyncSession, state: AppState, s: Session) -> SessionArchi
         raise Conflict("The session is running a turn", code="session_busy")
     if s.status in ENDED:
         raise Conflict("A deleted session cannot be archived", code="invalid_status")
-    await stop_agent(state, s.id)
+    await state.dispatcher.stop_agent(s.id)
     source, dest = workdir_of(state, s.id), archive_path(state, s.id)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not source.is_dir():
@@ -315,14 +334,9 @@ async def answer_permission(
         "permission_resolved",
         {"request_id": str(request_id), "decision": answer.decision, "decided_by": "user"},
     )
+    decision = answer.decision
+    after_commit(db, lambda: state.dispatcher.answer_permission(request_id, decision, reason))
     return request
-
-
-def wake_permission_waiter(state: AppState, request: PermissionRequest) -> None:
-    """Hand a committed answer to the turn waiting for it in this process."""
-    waiter = state.permission_waiters.get(request.id)
-    if waiter is not None and not waiter.done():
-        waiter.set_result((request.decision, request.reason))
 
 
 async def _deny_pending(db: AsyncSession, session_id: uuid.UUID, reason: str) -> None:
@@ -335,18 +349,15 @@ async def _deny_pending(db: AsyncSession, session_id: uuid.UUID, reason: str) ->
 
 
 async def recover_after_restart(state: AppState) -> int:
-    """Turns a crash left running are marked interrupted, billed for what their model calls had used, and their
-    sessions made resumable (`active`)."""
+    """Turns a crash left running are marked interrupted and billed, and their sessions made resumable (`active`);
+    keyed requests left in progress answer what they had answered."""
     async with state.db.transaction() as db:
-        turns = await repo.running_turns(db)
-        for turn in turns:
-            await accounting.record_result(db, turn.session_id, turn.id, turn.user_id, None, interrupted=True)
-            turn.errors = [*(turn.errors or []), "interrupted by a server restart"]
+        recovered = await turns_service.recover_after_restart(db)
         stuck = (await db.scalars(repo.sessions_in(("connecting", "processing", "waiting")))).all()
         for s in stuck:
             await change_status(db, s, "active", "server restarted; the interrupted turn can be retried")
             await _deny_pending(db, s.id, "server restarted")
         await idempotency.settle_in_progress(db)
-    if turns or stuck:
-        log.warning("recovered %d interrupted turns in %d sessions", len(turns), len(stuck))
-    return len(turns)
+    if recovered or stuck:
+        log.warning("recovered %d interrupted turns in %d sessions", recovered, len(stuck))
+    return recovered

@@ -16,7 +16,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agent_api.errors import AppError
 from agent_api.models import User
 from agent_api.sessions import service as sessions_service
-from agent_api.sessions import turns
 from agent_api.sessions.schemas import PermissionAnswer, QueryRequest
 from agent_api.state import AppState
 from agent_api.streaming.service import EventStream, connected_data, frame
@@ -139,7 +138,7 @@ class StreamConnection:
             elif kind == "query":
                 await self._query(data)
             elif kind == "interrupt":
-                interrupted = await sessions_service.interrupt(self.state, self.session_id)
+                interrupted = await self.state.dispatcher.interrupt(self.session_id)
                 await self.send(frame("interrupted", self.session_id, {"interrupted": interrupted}))
             elif kind == "permission_response":
                 await self._permission_response(data)
@@ -158,9 +157,8 @@ class StreamConnection:
             s = await sessions_service.find_owned(db, self.user.id, self.session_id)
             if s is None:
                 raise AppError("Session not found", code="session_not_found")
-            turn, _message = await turns.start_query(db, self.state, self.user, s, body.message)
-        # `message_sent` reaches the client through the event log, in order with everything else.
-        turns.dispatch(self.state, self.session_id, turn.id, self.user.id)
+            # `message_sent` reaches the client through the event log, in order with everything else.
+            await sessions_service.send_message(db, self.state, self.user, s, body.message)
 
     async def _permission_response(self, data: dict[str, Any]) -> None:
         answer = PermissionAnswer.model_validate({"decision": data.get("decision"), "message": data.get("message")})
@@ -173,8 +171,7 @@ class StreamConnection:
             s = await sessions_service.find_owned(db, self.user.id, self.session_id)
             if s is None:
                 raise AppError("Session not found", code="session_not_found")
-            request = await sessions_service.answer_permission(db, self.state, s, request_id, answer)
-        sessions_service.wake_permission_waiter(self.state, request)
+            await sessions_service.answer_permission(db, self.state, s, request_id, answer)
 
 
 class _TooSlow(Exception):

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from agent_api import idempotency
 from agent_api.auth.deps import CurrentUser
-from agent_api.deps import DB, State
+from agent_api.deps import DB, State, end_transaction
 from agent_api.models.task import EXECUTION_STATUSES
 from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.pagination import Page, Pagination, fetch_page
@@ -30,9 +30,10 @@ async def get_execution(execution: OwnedExecution) -> ExecutionRead:
 
 @router.post("/executions/{execution_id}/cancel", response_model=ExecutionRead)
 async def cancel_execution(execution: OwnedExecution, db: DB, state: State) -> ExecutionRead:
+    """Cancel a queued or running execution (a running turn is interrupted); 409 once it has ended."""
     cancelled = ExecutionRead.model_validate(await runner.cancel(db, execution))
-    await db.commit()  # before the interrupt, which waits for the agent
-    await runner.interrupt_cancelled(state, execution)
+    await end_transaction(db)  # the interrupted turn records its end, which needs the database
+    await state.dispatcher.cancel_execution(execution.id, execution.session_id)
     return cancelled
 
 
@@ -89,8 +90,7 @@ async def execute_task(
     execution = await runner.create_execution(db, task, body.variables, "manual")
     accepted = ExecutionRead.model_validate(execution)
     await idempotency.finish(db, claim, 202, accepted)
-    await db.commit()
-    runner.dispatch(state, execution.id)
+    runner.submit(db, state, execution)
     return accepted
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api.db import after_commit
 from agent_api.errors import AppError, Conflict, ValidationFailed
 from agent_api.event_log import claim_and_record
 from agent_api.models import Task, TaskExecution, Turn, User
@@ -22,7 +23,6 @@ from agent_api.models.base import utcnow
 from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.reports import service as report_service
 from agent_api.sessions import service as session_service
-from agent_api.sessions import turns
 from agent_api.state import AppState
 from agent_api.tasks import prompt as prompts
 from agent_api.tasks import repository as repo
@@ -65,11 +65,10 @@ async def create_execution(
     return execution
 
 
-def dispatch(state: AppState, execution_id: uuid.UUID) -> asyncio.Task[None]:
-    task = state.background.spawn(run_execution(state, execution_id), name=f"execution-{execution_id}")
-    state.execution_tasks[execution_id] = task
-    task.add_done_callback(lambda _t: state.execution_tasks.pop(execution_id, None))
-    return task
+def submit(db: AsyncSession, state: AppState, execution: TaskExecution) -> None:
+    """Run the execution once the transaction that queued it commits."""
+    execution_id = execution.id
+    after_commit(db, lambda: state.dispatcher.submit_execution(execution_id))
 
 
 async def _finish(
@@ -102,12 +101,14 @@ async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, u
             # Checked before the session exists, so a refused run leaves no session behind.
             await ensure_within_budget(db, state, user.id)
             created = await session_service.create_session(db, state, user, session_body(task, execution))
-            turn, _ = await turns.start_query(db, state, user, created.session, execution.prompt, count_rate=False)
+            sent = await session_service.send_message(
+                db, state, user, created.session, execution.prompt, count_rate=False
+            )
         except AppError as exc:
             await _finish(db, execution, "failed", code=exc.code, error=exc.message)
             return None
         execution.session_id = created.session.id
-        return created.session.id, turn.id, user.id, timeout
+        return created.session.id, sent.turn.id, user.id, timeout
 
 
 async def run_execution(state: AppState, execution_id: uuid.UUID) -> None:
@@ -117,15 +118,14 @@ async def run_execution(state: AppState, execution_id: uuid.UUID) -> None:
         begun = await _start(state, execution_id)
         if begun is None:
             return
-        session_id, turn_id, user_id, timeout = begun
-        turn_task = turns.dispatch(state, session_id, turn_id, user_id)
+        session_id, turn_id, _user_id, timeout = begun
+        dispatcher = state.dispatcher
         if await _was_cancelled(state, execution_id):  # cancelled while the turn was being set up
-            await session_service.interrupt(state, session_id)
-        done, _ = await asyncio.wait({turn_task}, timeout=max(0.0, timeout - (time.monotonic() - started)))
-        timed_out = not done
+            await dispatcher.interrupt(session_id)
+        timed_out = not await dispatcher.wait_turn(session_id, max(0.0, timeout - (time.monotonic() - started)))
         if timed_out:
-            await session_service.interrupt(state, session_id)
-            await asyncio.wait({turn_task}, timeout=30)
+            await dispatcher.interrupt(session_id)
+            await dispatcher.wait_turn(session_id, 30)
         await _complete(state, execution_id, session_id, turn_id, timed_out)
     except asyncio.CancelledError:
         await _record_crash(state, execution_id, "shutting_down", "the server shut down during the execution")
@@ -135,7 +135,7 @@ async def run_execution(state: AppState, execution_id: uuid.UUID) -> None:
         await _record_crash(state, execution_id, "internal_error", str(exc) or type(exc).__name__)
     finally:
         if session_id is not None:
-            await session_service.stop_agent(state, session_id)
+            await state.dispatcher.stop_agent(session_id)
 
 
 async def _was_cancelled(state: AppState, execution_id: uuid.UUID) -> bool:
@@ -207,7 +207,7 @@ async def _record_crash(state: AppState, execution_id: uuid.UUID, code: str, err
 
 async def cancel(db: AsyncSession, execution: TaskExecution) -> TaskExecution:
     """Mark a queued or running execution cancelled (compare-and-set: it wins or finds the execution ended).
-    The caller commits, then `interrupt_cancelled` stops its turn; the report still follows."""
+    The caller commits, then the dispatcher stops its turn; the report still follows."""
     if not await repo.cancel_unfinished(db, execution.id):
         await db.refresh(execution)
         raise Conflict(f"The execution already ended ({execution.status})", code="execution_finished")
@@ -216,18 +216,12 @@ async def cancel(db: AsyncSession, execution: TaskExecution) -> TaskExecution:
     return execution
 
 
-async def interrupt_cancelled(state: AppState, execution: TaskExecution) -> None:
-    # Without a session yet, the runner sees the cancel itself once its turn is set up.
-    if execution.session_id is not None:
-        await session_service.interrupt(state, execution.session_id)
-
-
 async def recover_after_restart(state: AppState) -> int:
     """Executions a restart cut short are failed with a clear reason; their sessions are recovered by sessions."""
     async with state.db.transaction() as db:
         stuck = await repo.unfinished_executions(db)
         for execution in stuck:
-            if execution.id in state.execution_tasks:
+            if state.dispatcher.runs_execution(execution.id):
                 continue
             await _finish(
                 db, execution, "failed", code="interrupted", error="the server restarted during the execution"

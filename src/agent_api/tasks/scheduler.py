@@ -30,7 +30,9 @@ class Scheduler:
         state: AppState,
         *,
         clock: Callable[[], datetime] = utcnow,
-        start: Callable[[AppState, uuid.UUID], object] = runner.dispatch,
+        start: Callable[[AppState, uuid.UUID], object] = lambda state, execution_id: state.dispatcher.submit_execution(
+            execution_id
+        ),
     ) -> None:
         self.state = state
         self.clock = clock

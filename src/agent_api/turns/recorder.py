@@ -25,10 +25,10 @@ from agent_api.models.base import utcnow
 from agent_api.runtime import costs
 from agent_api.runtime.agent import HookRecord
 from agent_api.runtime.permissions import DecidedBy, Verdict, input_summary
-from agent_api.sessions import repository as repo
-from agent_api.sessions.accounting import TurnOutcome, record_failure, record_result, warn_budget
-from agent_api.sessions.jsonable import jsonable
 from agent_api.state import AppState
+from agent_api.turns import repository as repo
+from agent_api.turns.accounting import TurnOutcome, record_failure, record_result, warn_budget
+from agent_api.turns.jsonable import jsonable
 
 MAX_STORED_OUTPUT = 100_000
 EVENT_OUTPUT_PREVIEW = 2_000
@@ -329,48 +329,45 @@ class TurnRecorder:
             self.decided.add(tool_use_id)
         state = self.state
         request_id = uuid.uuid4()
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        state.permission_waiters[request_id] = waiter
-        state.permission_sessions[request_id] = self.session_id
+        async with state.db.transaction() as db:
+            summary = jsonable(input_summary(tool_input))
+            db.add(
+                PermissionRequest(
+                    id=request_id,
+                    session_id=self.session_id,
+                    turn_id=self.turn_id,
+                    tool_name=tool_name,
+                    tool_use_id=tool_use_id,
+                    input_summary=summary,
+                    created_at=utcnow(),
+                )
+            )
+            await db.flush()
+            await append_event(
+                db,
+                self.session_id,
+                "permission_request",
+                {"request_id": str(request_id), "tool": tool_name, "input": summary, "tool_use_id": tool_use_id},
+            )
+            await claim_and_record(db, self.session_id, ("processing",), "waiting", f"{tool_name} needs permission")
         try:
-            async with state.db.transaction() as db:
-                summary = jsonable(input_summary(tool_input))
-                db.add(
-                    PermissionRequest(
-                        id=request_id,
-                        session_id=self.session_id,
-                        turn_id=self.turn_id,
-                        tool_name=tool_name,
-                        tool_use_id=tool_use_id,
-                        input_summary=summary,
-                        created_at=utcnow(),
-                    )
-                )
-                await db.flush()
-                await append_event(
-                    db,
-                    self.session_id,
-                    "permission_request",
-                    {"request_id": str(request_id), "tool": tool_name, "input": summary, "tool_use_id": tool_use_id},
-                )
-                await claim_and_record(db, self.session_id, ("processing",), "waiting", f"{tool_name} needs permission")
-            try:
-                decision, reason = await asyncio.wait_for(waiter, state.settings.permission_timeout_s)
-                verdict = Verdict(decision, "user", reason or f"{decision} by the user")
-            except TimeoutError:
-                verdict = await self._settle(request_id, "timeout", "no answer in time")
-            except asyncio.CancelledError:
-                # The turn ended (interrupt, pause, shutdown) while waiting: the request must not stay pending.
-                await asyncio.shield(self._settle(request_id, "cancelled", "the turn ended before an answer"))
-                raise
-            async with state.db.transaction() as db:
-                if verdict.decision == "deny":
-                    self._audit_denial(db, tool_name, tool_use_id, verdict)
-                if not await repo.pending_permissions(db, self.session_id):
-                    await claim_and_record(db, self.session_id, ("waiting",), "processing", "permission decided")
-        finally:
-            state.permission_waiters.pop(request_id, None)
-            state.permission_sessions.pop(request_id, None)
+            answer = await state.dispatcher.wait_permission(
+                request_id, self.session_id, state.settings.permission_timeout_s
+            )
+        except asyncio.CancelledError:
+            # The turn ended (interrupt, pause, shutdown) while waiting: the request must not stay pending.
+            await asyncio.shield(self._settle(request_id, "cancelled", "the turn ended before an answer"))
+            raise
+        if answer is None:
+            verdict = await self._settle(request_id, "timeout", "no answer in time")
+        else:
+            decision, reason = answer
+            verdict = Verdict("allow" if decision == "allow" else "deny", "user", reason or f"{decision} by the user")
+        async with state.db.transaction() as db:
+            if verdict.decision == "deny":
+                self._audit_denial(db, tool_name, tool_use_id, verdict)
+            if not await repo.pending_permissions(db, self.session_id):
+                await claim_and_record(db, self.session_id, ("waiting",), "processing", "permission decided")
         return verdict
 
     def _audit_denial(self, db: AsyncSession, tool_name: str, tool_use_id: str | None, verdict: Verdict) -> None:

@@ -16,9 +16,9 @@ from agent_api.models.base import utcnow
 from agent_api.monitoring import budgets
 from agent_api.monitoring import service as monitoring_service
 from agent_api.runtime import costs
-from agent_api.sessions import repository as repo
-from agent_api.sessions.jsonable import jsonable
 from agent_api.state import AppState
+from agent_api.turns import repository as repo
+from agent_api.turns.jsonable import jsonable
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,197 @@
+"""The dispatcher: the one owner of work in flight (turns, task executions, agent warm-ups, interrupts, permission
+waits), so that nothing else keeps a dictionary of running work and the database row stays the truth.
+
+Services never start work themselves: they queue it on their transaction (`db.after_commit`), and it reaches the
+dispatcher only once that transaction commits. The dispatcher imports no domain: the work it runs is handed to it
+at start-up as `Jobs`. `InProcessDispatcher` runs everything on this process's event loop (the embedded default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from agent_api.background import TaskRegistry
+from agent_api.runtime.pool import AgentPool
+
+log = logging.getLogger("agent_api.dispatcher")
+
+# A person's answer to a permission request: ("allow" | "deny", the reason given).
+Answer = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """The work the dispatcher runs, supplied by the domains when the application starts."""
+
+    run_turn: Callable[[uuid.UUID, uuid.UUID, uuid.UUID], Coroutine[Any, Any, None]]
+    run_execution: Callable[[uuid.UUID], Coroutine[Any, Any, None]]
+    warm_agent: Callable[[uuid.UUID], Coroutine[Any, Any, None]]
+
+
+class Dispatcher(ABC):
+    draining: bool = False
+
+    @abstractmethod
+    def submit_turn(self, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """Run a recorded turn (its row says what to run)."""
+
+    @abstractmethod
+    def submit_execution(self, execution_id: uuid.UUID) -> None:
+        """Run a queued task execution."""
+
+    @abstractmethod
+    def warm_agent(self, session_id: uuid.UUID) -> None:
+        """Start the session's agent process ahead of its first message."""
+
+    @abstractmethod
+    async def wait_turn(self, session_id: uuid.UUID, timeout: float | None) -> bool:  # noqa: ASYNC109
+        """Wait until the session's submitted turn has finished; False when `timeout` came first."""
+
+    @abstractmethod
+    async def interrupt(self, session_id: uuid.UUID) -> bool:
+        """Stop the session's turn, also one not yet started; False when it has none."""
+
+    def take_interrupt(self, session_id: uuid.UUID) -> bool:
+        """Whether an interrupt arrived for the session's turn before it reached the agent (and forget it)."""
+        return False
+
+    @abstractmethod
+    async def stop_agent(self, session_id: uuid.UUID) -> None:
+        """Interrupt the session's turn, release its permission waits and end its agent process."""
+
+    @abstractmethod
+    async def cancel_execution(self, execution_id: uuid.UUID, session_id: uuid.UUID | None) -> None:
+        """Stop a cancelled execution's turn (the cancel itself is already on its row)."""
+
+    @abstractmethod
+    async def wait_permission(
+        self,
+        request_id: uuid.UUID,
+        session_id: uuid.UUID,
+        timeout: float,  # noqa: ASYNC109
+    ) -> Answer | None:
+        """Wait for a person's answer to a recorded permission request; None when `timeout` came first."""
+
+    @abstractmethod
+    def answer_permission(self, request_id: uuid.UUID, decision: str, reason: str | None) -> bool:
+        """Hand a committed answer to the turn waiting for it; False when no turn here waits for it."""
+
+    @abstractmethod
+    def running_turns(self) -> int: ...
+
+    @abstractmethod
+    def runs_execution(self, execution_id: uuid.UUID) -> bool: ...
+
+    @abstractmethod
+    async def drain(self) -> None:
+        """Take no new work, interrupt running turns (they record how they ended), end the agent processes."""
+
+
+class InProcessDispatcher(Dispatcher):
+    def __init__(self, jobs: Jobs, agents: AgentPool | None, registry: TaskRegistry) -> None:
+        self.jobs = jobs
+        self.agents = agents
+        self.registry = registry
+        self._turns: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._executions: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._interrupts: set[uuid.UUID] = set()
+        self._waiters: dict[uuid.UUID, tuple[uuid.UUID, asyncio.Future[Answer]]] = {}
+
+    def _track(self, table: dict[uuid.UUID, asyncio.Task[None]], key: uuid.UUID, task: asyncio.Task[None]) -> None:
+        table[key] = task
+        task.add_done_callback(lambda t: table.pop(key, None) if table.get(key) is t else None)
+
+    def submit_turn(self, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        self._interrupts.discard(session_id)  # an interrupt aimed at an earlier turn is spent
+        task = self.registry.spawn(self.jobs.run_turn(session_id, turn_id, user_id), name=f"turn-{turn_id}")
+        self._track(self._turns, session_id, task)
+
+    def submit_execution(self, execution_id: uuid.UUID) -> None:
+        task = self.registry.spawn(self.jobs.run_execution(execution_id), name=f"execution-{execution_id}")
+        self._track(self._executions, execution_id, task)
+
+    def warm_agent(self, session_id: uuid.UUID) -> None:
+        if self.agents is not None and not self.draining:
+            self.registry.spawn(self.jobs.warm_agent(session_id), name=f"warm-{session_id}")
+
+    async def wait_turn(self, session_id: uuid.UUID, timeout: float | None) -> bool:  # noqa: ASYNC109
+        task = self._turns.get(session_id)
+        if task is None:
+            return True
+        # Shielded: a caller that stops waiting does not cancel the turn.
+        done, _ = await asyncio.wait({asyncio.ensure_future(asyncio.shield(task))}, timeout=timeout)
+        return bool(done)
+
+    async def interrupt(self, session_id: uuid.UUID) -> bool:
+        if self.agents is not None and await self.agents.interrupt(session_id):
+            return True
+        if session_id in self._turns:
+            self._interrupts.add(session_id)
+            return True
+        return False
+
+    def take_interrupt(self, session_id: uuid.UUID) -> bool:
+        if session_id in self._interrupts:
+            self._interrupts.discard(session_id)
+            return True
+        return False
+
+    async def stop_agent(self, session_id: uuid.UUID) -> None:
+        await self.interrupt(session_id)
+        for request_id, (owner, _waiter) in list(self._waiters.items()):
+            if owner == session_id:
+                self.answer_permission(request_id, "deny", "the session was stopped")
+        if self.agents is not None:
+            await self.agents.close(session_id)
+
+    async def cancel_execution(self, execution_id: uuid.UUID, session_id: uuid.UUID | None) -> None:
+        # Without a session yet, the execution sees the cancel on its row once its turn is set up.
+        if session_id is not None:
+            await self.interrupt(session_id)
+
+    async def wait_permission(
+        self,
+        request_id: uuid.UUID,
+        session_id: uuid.UUID,
+        timeout: float,  # noqa: ASYNC109
+    ) -> Answer | None:
+        waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = (session_id, waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiters.pop(request_id, None)
+
+    def answer_permission(self, request_id: uuid.UUID, decision: str, reason: str | None) -> bool:
+        entry = self._waiters.get(request_id)
+        if entry is None or entry[1].done():
+            return False
+        entry[1].set_result((decision, reason))
+        return True
+
+    def running_turns(self) -> int:
+        return len(self._turns)
+
+    def runs_execution(self, execution_id: uuid.UUID) -> bool:
+        return execution_id in self._executions
+
+    async def drain(self) -> None:
+        self.draining = True
+        if self.agents is None:
+            return
+        for session_id in list(self._turns):
+            with contextlib.suppress(Exception):
+                await self.agents.interrupt(session_id)
+        running = list(self._turns.values())
+        if running:
+            await asyncio.wait(running, timeout=10)
+        await self.agents.close_all()

@@ -1,0 +1,102 @@
+"""Starting a turn: the claim on the session, the user's message and the turn row, in the caller's transaction;
+the run itself is handed to the dispatcher once that transaction commits."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_api.db import after_commit
+from agent_api.errors import Conflict, ServiceUnavailable
+from agent_api.event_log import append_event, claim_and_record
+from agent_api.models import Message, Session, Turn, User
+from agent_api.models.base import utcnow
+from agent_api.monitoring.budgets import ensure_within_budget
+from agent_api.rate_limits import check_user_rate
+from agent_api.state import AppState
+from agent_api.turns import accounting
+from agent_api.turns import repository as repo
+from agent_api.turns.recorder import message_payload
+
+log = logging.getLogger("agent_api.turns")
+
+QUERYABLE = ("created", "connecting", "active", "failed")
+_REFUSALS = {
+    "processing": ("session_busy", "The session is already running a turn"),
+    "waiting": ("session_busy", "The session is waiting for a permission decision"),
+    "paused": ("session_paused", "The session is paused; resume it first"),
+    "archived": ("session_archived", "The session is archived; resume it first"),
+    "completed": ("session_completed", "The session is completed; resume it first"),
+    "terminated": ("session_terminated", "The session was deleted"),
+}
+
+
+def _refuse(status: str) -> Conflict:
+    code, message = _REFUSALS.get(status, ("invalid_status", f"A session in status {status!r} cannot take a query"))
+    return Conflict(message, code=code)
+
+
+async def start_turn(
+    db: AsyncSession, state: AppState, user: User, s: Session, text: str, *, count_rate: bool = True
+) -> tuple[Turn, Message]:
+    """Claim the session for a turn and record the user's message; the turn runs once the caller's transaction
+    commits, and never if it rolls back.
+
+    `count_rate=False` for turns no request asked for directly (task executions count as `execute`)."""
+    if state.dispatcher.draining:
+        raise ServiceUnavailable("The server is shutting down", code="shutting_down")
+    if s.status not in QUERYABLE:
+        raise _refuse(s.status)
+    if count_rate:
+        check_user_rate(state, user.id, "query")
+    # Before anything is flushed: a refusal leaves nothing behind. The turn row added below is what the
+    # next concurrent check counts as in flight.
+    await ensure_within_budget(db, state, user.id)
+    if await claim_and_record(db, s.id, QUERYABLE, "processing", "query received") is None:
+        await db.refresh(s)
+        raise _refuse(s.status)
+    now = utcnow()
+    turn = Turn(id=uuid.uuid4(), session_id=s.id, user_id=user.id, prompt=text, status="queued", created_at=now)
+    message = Message(
+        session_id=s.id,
+        turn_id=turn.id,
+        role="user",
+        content=[{"type": "text", "text": text}],
+        text=text,
+        created_at=now,
+    )
+    db.add(turn)
+    await db.flush()  # the message refers to the turn; without relationships the unit of work cannot order them
+    db.add(message)
+    await db.flush()
+    await repo.add_totals(db, s.id, message_count=1, turn_count=1)
+    await append_event(db, s.id, "message_sent", {"message_id": str(message.id), "turn_id": str(turn.id)})
+    await append_event(db, s.id, "message", message_payload(message))
+    if s.started_at is None:
+        s.started_at = now
+    await db.flush()
+    await db.refresh(s)
+    session_id, turn_id, user_id = s.id, turn.id, user.id
+    after_commit(db, lambda: state.dispatcher.submit_turn(session_id, turn_id, user_id))
+    return turn, message
+
+
+def warm(db: AsyncSession, state: AppState, s: Session) -> None:
+    """Start the session's agent process once the session is committed, so its first message does not wait."""
+    session_id = s.id
+    after_commit(db, lambda: state.dispatcher.warm_agent(session_id))
+
+
+async def get_turn(db: AsyncSession, turn_id: uuid.UUID) -> Turn | None:
+    return await repo.get_turn(db, turn_id)
+
+
+async def recover_after_restart(db: AsyncSession) -> int:
+    """Turns a crash left running: marked interrupted and billed for what their model calls had used."""
+    turns = await repo.running_turns(db)
+    for turn in turns:
+        await accounting.record_result(db, turn.session_id, turn.id, turn.user_id, None, interrupted=True)
+        turn.errors = [*(turn.errors or []), "interrupted by a server restart"]
+    return len(turns)
