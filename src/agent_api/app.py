@@ -36,7 +36,6 @@ from agent_api.session_templates.router import router as session_templates_route
 from agent_api.sessions import service as session_service
 from agent_api.sessions.router import router as sessions_router
 from agent_api.state import AppState
-from agent_api.streaming.connection import CLOSE_SHUTDOWN
 from agent_api.streaming.router import router as streaming_router
 from agent_api.tasks import runner as task_runner
 from agent_api.tasks.router import router as tasks_router
@@ -110,7 +109,6 @@ async def _start(state: AppState) -> None:
     bus = create_bus(state.db.url)
     await bus.start()
     state.bus = state.db.bus = bus
-    state.db.commit_listeners.append(bus.publish)
     try:
         await auth_service.bootstrap_admin(state)
         await session_service.recover_after_restart(state)
@@ -126,8 +124,8 @@ async def _start(state: AppState) -> None:
 async def _stop(state: AppState) -> None:
     """Drain: refuse new turns, interrupt running ones (they record themselves), end the agent processes."""
     state.dispatcher.draining = True
-    for connection in list(state.connections):
-        await connection.close(CLOSE_SHUTDOWN, "server restarting; reconnect with after_seq")
+    if state.bus is not None:
+        await state.bus.shut_down_subscribers()  # stream clients are closed with 1012 and reconnect elsewhere
     await state.dispatcher.drain()
     await state.background.cancel_all()
     if state.bus is not None:

@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -22,10 +23,21 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.db import COMMITTED_EVENTS
+from agent_api.db import after_commit
 
 log = logging.getLogger("agent_api.streaming")
 NOTIFY_CHANNEL = "agent_api_events"
+
+
+def frame_text(type_: str, session_id: uuid.UUID, data: Any, seq: int | None = None, ts: datetime | None = None) -> str:
+    """A server frame `{"type", "session_id", "seq"?, "ts", "data"}` as the text sent on the wire: the one encoder
+    of stream frames, stored events and the stream's own (connected, pong, error...) alike."""
+    body: dict[str, Any] = {"type": type_, "session_id": str(session_id)}
+    if seq is not None:
+        body["seq"] = seq
+    body["ts"] = (ts or datetime.now(UTC)).isoformat()
+    body["data"] = data
+    return json.dumps(body, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)
@@ -39,12 +51,7 @@ class BusEvent:
     @cached_property
     def frame_text(self) -> str:
         """The server frame for this event, encoded once however many subscribers send it."""
-        body: dict[str, Any] = {"type": self.type, "session_id": str(self.session_id)}
-        if self.seq is not None:
-            body["seq"] = self.seq
-        body["ts"] = (self.created_at or datetime.now(UTC)).isoformat()
-        body["data"] = self.data
-        return json.dumps(body, separators=(",", ":"), default=str)
+        return frame_text(self.type, self.session_id, self.data, self.seq, self.created_at)
 
 
 class Subscription:
@@ -56,6 +63,8 @@ class Subscription:
         self.partial = partial
         self.queue: asyncio.Queue[BusEvent] = asyncio.Queue(maxsize)
         self.overflowed = False
+        # What the subscriber does when the server shuts down (a WebSocket closes with 1012).
+        self.on_shutdown: Callable[[], Awaitable[None]] | None = None
 
     def push(self, event: BusEvent) -> None:
         if event.seq is None and not self.partial:
@@ -97,16 +106,24 @@ class EventBus:
     def subscriber_count(self, session_id: uuid.UUID) -> int:
         return len(self._subscribers.get(session_id, ()))
 
+    async def shut_down_subscribers(self) -> None:
+        """Tell every subscriber the server is going away (before the bus itself stops)."""
+        for subs in list(self._subscribers.values()):
+            for sub in list(subs):
+                if sub.on_shutdown is not None:
+                    await sub.on_shutdown()
+
     def publish(self, events: list[Any]) -> None:
-        """Called right after a commit (and for ephemeral deltas) with what happened."""
+        """Hand events to this process's subscribers of their sessions."""
         for event in events:
             if isinstance(event, BusEvent):
                 for sub in tuple(self._subscribers.get(event.session_id, ())):
                     sub.push(event)
 
     async def announce_in_transaction(self, db: AsyncSession, event: BusEvent) -> None:
-        """Queue the event for publication when `db` commits."""
-        db.info.setdefault(COMMITTED_EVENTS, []).append(event)
+        """Publish a stored event once `db` commits (never if it rolls back): how stored events reach the bus.
+        Ephemeral ones (token deltas) are `publish`ed directly."""
+        after_commit(db, lambda: self.publish([event]))
 
 
 class PostgresEventBus(EventBus):

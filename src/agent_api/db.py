@@ -17,12 +17,8 @@ log = logging.getLogger("agent_api.db")
 
 # Execution option naming how a SQLite transaction begins; read-only work asks for "DEFERRED".
 SQLITE_BEGIN = "sqlite_begin"
-# Key in `session.info` where work done in a transaction leaves things to announce once it commits.
-COMMITTED_EVENTS = "committed_events"
 # Key in `session.info` where a transaction keeps the work to start once it commits (see `after_commit`).
 AFTER_COMMIT = "after_commit"
-
-CommitListener = Callable[[list[Any]], None]
 
 
 def is_sqlite(url: str) -> bool:
@@ -74,14 +70,13 @@ def after_commit(db: AsyncSession, job: Callable[[], object]) -> None:
 class Database:
     """Owns the engine and hands out sessions; one instance per application.
 
-    Anything a transaction puts under `session.info[COMMITTED_EVENTS]` is handed to the commit listeners right
-    after it commits, and dropped on rollback: how the event bus learns of events without announcing uncommitted ones.
+    Work a transaction queues with `after_commit` starts right after it commits and is dropped on rollback: how
+    turns start and how the event bus learns of events, never of uncommitted ones.
     """
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 30_000) -> None:
         self.url = url
         self.engine = create_engine(url, busy_timeout_ms=busy_timeout_ms)
-        self.commit_listeners: list[CommitListener] = []
         # The event bus, when the application has one; work in a session reaches it through `session.info`.
         self.bus: Any = None
 
@@ -95,10 +90,6 @@ class Database:
         )
 
     def _after_commit(self, session: SyncSession) -> None:
-        committed = session.info.pop(COMMITTED_EVENTS, None)
-        if committed:
-            for listener in self.commit_listeners:
-                listener(committed)
         for job in session.info.pop(AFTER_COMMIT, None) or ():
             try:
                 job()
@@ -109,7 +100,6 @@ class Database:
     def _after_rollback(session: SyncSession, previous: Any) -> None:
         if getattr(previous, "nested", False):
             return  # a savepoint rolled back; the transaction, and what it queued before, goes on
-        session.info.pop(COMMITTED_EVENTS, None)
         session.info.pop(AFTER_COMMIT, None)
 
     @property

@@ -61,3 +61,12 @@ async def fetch_page(session: AsyncSession, stmt: Select[M], params: PageParams)
     total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
     rows = (await session.scalars(stmt.offset(params.offset).limit(params.page_size))).all()
     return list(rows), int(total or 0)
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+async def paged(session: AsyncSession, stmt: Select[Any], params: PageParams, schema: type[S]) -> Page[S]:
+    """One page of `stmt` as `Page[schema]`: where a list endpoint's envelope is built from its rows."""
+    rows, total = await fetch_page(session, stmt, params)
+    return Page[schema].build([schema.model_validate(r) for r in rows], total, params)  # type: ignore[valid-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent_api.background import TaskRegistry
 from agent_api.config import Settings
@@ -36,8 +36,6 @@ class AppState:
     # Owns all work in flight; set by the application once the domains' jobs exist.
     dispatcher: Dispatcher = field(init=False)
     bus: EventBus | None = None
-    # Open WebSocket stream connections, closed with 1012 on shutdown.
-    connections: set[Any] = field(default_factory=set)
     # Budget periods read the time here, so tests can move it to the next month.
     clock: Callable[[], datetime] = utcnow
     user_rates: UserRateLimiter = field(default_factory=UserRateLimiter)

@@ -110,7 +110,7 @@ class TestSlowSubscriber:
                 await writer
 
             async def stalled_gone() -> bool:
-                return len(app_state(app).connections) == 0
+                return app_state(app).require_bus().subscriber_count(uuid.UUID(s["id"])) == 0
 
             # Dropped within the send timeout and the bounded close, not held open for it.
             await wait_until(stalled_gone, timeout=10)

@@ -107,9 +107,9 @@ class TestStream:
             async for frame in stream:
                 frames.append(frame)
                 if not dropped and frame["type"] == "tool_call_started":
-                    conns = [c for c in app_state(app).connections if str(c.session_id) == s["id"]]
-                    assert len(conns) == 1
-                    await conns[0].close(1012, "test restart")
+                    bus = app_state(app).require_bus()
+                    assert bus.subscriber_count(uuid.UUID(s["id"])) == 1
+                    await bus.shut_down_subscribers()  # as a restart does: closed with 1012
                     dropped = True
                 if turn_over(frames):
                     break
@@ -150,9 +150,9 @@ class TestRefusals:
             async with api.open_stream(s["id"]) as stream:
                 assert (await anext(stream))["type"] == "connected"
                 api.bad = True
-                conns = [c for c in app_state(app).connections if str(c.session_id) == s["id"]]
-                assert len(conns) == 1
-                await conns[0].close(1012, "test restart")
+                bus = app_state(app).require_bus()
+                assert bus.subscriber_count(uuid.UUID(s["id"])) == 1
+                await bus.shut_down_subscribers()
                 with pytest.raises(StreamClosed) as info:
                     async for _ in stream:
                         pass

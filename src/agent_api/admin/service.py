@@ -85,7 +85,7 @@ async def create_user(db: AsyncSession, state: AppState, admin: User, body: Admi
     return await read_user(db, state, user.id)
 
 
-async def _target(db: AsyncSession, user_id: uuid.UUID) -> User:
+async def target_user(db: AsyncSession, user_id: uuid.UUID) -> User:
     user = await repo.get_user(db, user_id)
     if user is None:
         raise NotFound("User not found", code="user_not_found")
@@ -93,9 +93,8 @@ async def _target(db: AsyncSession, user_id: uuid.UUID) -> User:
 
 
 async def update_user(
-    db: AsyncSession, state: AppState, admin: User, user_id: uuid.UUID, body: AdminUserUpdate
+    db: AsyncSession, state: AppState, admin: User, user: User, body: AdminUserUpdate
 ) -> AdminUserRead:
-    user = await _target(db, user_id)
     sent = body.model_fields_set
     if user.id == admin.id and body.is_admin is False:
         raise Conflict("You cannot remove your own admin role", code="cannot_demote_self")
@@ -122,8 +121,7 @@ async def update_user(
     return await read_user(db, state, user.id)
 
 
-async def reset_password(db: AsyncSession, admin: User, user_id: uuid.UUID, body: PasswordReset) -> PasswordResetResult:
-    user = await _target(db, user_id)
+async def reset_password(db: AsyncSession, admin: User, user: User, body: PasswordReset) -> PasswordResetResult:
     generated = None if body.new_password else secrets.token_urlsafe(18)
     password = body.new_password or generated or ""
     user.password_hash = await asyncio.to_thread(security.hash_password, password)

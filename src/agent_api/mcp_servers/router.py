@@ -34,6 +34,8 @@ router = APIRouter(prefix="/mcp-servers", tags=["mcp servers"])
 
 @router.get("/templates", response_model=Page[TemplateRead])
 async def list_templates(user: CurrentUser, params: Pagination) -> Page[TemplateRead]:
+    """The catalogue of ready-made MCP server templates (filesystem, git, github, ...), paged; create a
+    server from one with `POST /mcp-servers {"template": id, "values": {...}}`."""
     items = list(catalogue.TEMPLATES.values())
     page = items[params.offset : params.offset + params.page_size]
     return Page[TemplateRead].build(page, len(items), params)
@@ -56,6 +58,9 @@ async def list_templates(user: CurrentUser, params: Pagination) -> Page[Template
 async def import_servers(
     user: CurrentUser, document: DesktopDocument, db: DB, state: State, override_existing: bool = False
 ) -> ImportResult:
+    """Import a Claude Desktop config (`{"mcpServers": {...}}`) as the JSON body or a multipart `file`;
+    same-named servers are skipped unless `override_existing=true`. A bad entry is listed in `errors` and never fails
+    the rest; 422 when the document is not such a config."""
     try:
         entries = desktop.entries_of(document)
         await _resolve_ahead(db, [e.get("url") for e in entries.values() if isinstance(e, dict)])
@@ -68,6 +73,8 @@ async def import_servers(
 async def export_servers(
     user: CurrentUser, db: DB, state: State, include_global: bool = False, include_secrets: bool = False
 ) -> dict[str, Any]:
+    """The caller's servers in Claude Desktop format, secrets shown as `***`; `include_global=true` adds
+    global ones, `include_secrets=true` reveals the real values of the caller's own servers."""
     return await desktop.export_config(db, state, user, include_global=include_global, include_secrets=include_secrets)
 
 
@@ -79,6 +86,8 @@ async def list_servers(
     server_type: ServerType | None = None,
     is_enabled: bool | None = None,
 ) -> McpServerPage:
+    """The caller's MCP servers plus global ones, by name; filters `server_type`, `is_enabled`. Secrets
+    show as `***`."""
     rows, total = await fetch_page(
         db, repo.list_visible(user.id, server_type=server_type, is_enabled=is_enabled), params
     )
@@ -87,6 +96,9 @@ async def list_servers(
 
 @router.post("", response_model=McpServerRead, status_code=status.HTTP_201_CREATED)
 async def create_server(user: CurrentUser, body: CreateBody, db: DB, state: State) -> McpServerRead:
+    """Register an MCP server (201), or fill a catalogue template with `{"template", "values", "env"}`.
+    403 for a stdio server the policy refuses or a global one by a non-admin; 409 `mcp_server_name_taken`; 422
+    `mcp_url_not_allowed` for a private or loopback URL."""
     if isinstance(body, FromTemplate):
         try:
             body = McpServerCreate.model_validate(catalogue.fill(body))
@@ -99,6 +111,7 @@ async def create_server(user: CurrentUser, body: CreateBody, db: DB, state: Stat
 
 @router.get("/{server_id}", response_model=McpServerRead)
 async def get_server(server: VisibleServer) -> McpServerRead:
+    """One MCP server the caller can see (own or global); 404 for another user's private server."""
     return McpServerRead.model_validate(server)
 
 
@@ -106,6 +119,8 @@ async def get_server(server: VisibleServer) -> McpServerRead:
 async def update_server(
     server: VisibleServer, body: McpServerUpdate, user: CurrentUser, db: DB, state: State
 ) -> McpServerRead:
+    """Change the fields sent (`config` replaces the whole config; `***` keeps a stored secret). 403 for a
+    global server unless admin, 404 for another user's private one; 409 `mcp_server_name_taken`; 422 for a bad URL."""
     await _resolve_ahead(db, [(body.config or {}).get("url")])
     return McpServerRead.model_validate(await service.update(db, state, user, server, body))
 
@@ -123,11 +138,15 @@ async def _resolve_ahead(db: DB, urls: list[Any]) -> None:
 async def delete_server(
     server: VisibleServer, user: CurrentUser, db: DB, state: State, force: Annotated[bool, Query()] = False
 ) -> None:
+    """Delete an MCP server (204). 409 `mcp_server_in_use` while a running session uses it, unless
+    `?force=true`; 403 for a global server unless admin, 404 for another user's private one."""
     await service.delete(db, state, user, server, force=force)
 
 
 @router.post("/{server_id}/health-check", response_model=HealthCheckRead)
 async def health_check(server: VisibleServer, db: DB, state: State) -> HealthCheckRead:
+    """Connect to the server, initialize and list its tools (and resources and prompts when offered); the
+    result is stored as its last health. A failure answers `unhealthy`; 403 when stdio servers may not run here."""
     service.ensure_runnable(state, server)
     server_id, server_type, config = server.id, server.server_type, service.revealed_config(state, server)
     # The check can take seconds: the request's write transaction ends first, and the result is written after.

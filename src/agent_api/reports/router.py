@@ -23,6 +23,7 @@ router = APIRouter(tags=["reports"])
 
 @cache
 def _published_schema() -> dict[str, Any]:
+    """The published JSON Schema of a report, read once from the package."""
     text = resources.files("agent_api.reports").joinpath("report.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
@@ -34,6 +35,8 @@ async def list_reports(
     params: Pagination,
     filters: Annotated[ReportFilters, Query()],
 ) -> Page[ReportRead]:
+    """The caller's reports, newest first; filters `session_id`, `task_id`, `task_execution_id`, `source`,
+    `created_after`, `created_before`."""
     return await service.list_reports(db, user, filters, params)
 
 
@@ -46,11 +49,15 @@ async def report_schema(user: CurrentUser) -> Response:
 
 @router.get("/reports/{report_id}", response_model=ReportDetailRead)
 async def get_report(report: OwnedReport) -> ReportDetailRead:
+    """One of the caller's reports: summary (status, model, cost, tokens, duration) and `data`, the full
+    structured report. 404 for another user's report."""
     return ReportDetailRead.model_validate(report)
 
 
 @router.get("/reports/{report_id}/download", response_class=Response)
 async def download_report(report: OwnedReport, db: DB, fmt: Annotated[str, Query(alias="format")] = "html") -> Response:
+    """The report as the attachment `report-<id>.<format>`: `?format=html` (default), `pdf` or `json`.
+    400 `invalid_format` for another format; 404 for another user's report."""
     download = service.prepare_download(report, fmt)
     # A PDF can take seconds to render: hold no database connection meanwhile.
     await db.commit()
@@ -63,5 +70,7 @@ async def download_report(report: OwnedReport, db: DB, fmt: Annotated[str, Query
 async def create_session_report(
     s: OwnedSession, user: CurrentUser, db: DB, state: State, body: Annotated[ReportCreate | None, Body()] = None
 ) -> ReportDetailRead:
+    """Make a report of one of the caller's sessions now (201), titled `title` or after the
+    session. 404 for another user's session."""
     report = await service.create_report(db, state, s.id, user_id=user.id, title=body.title if body else None)
     return ReportDetailRead.model_validate(report)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import BadRequest, NotFound
-from agent_api.models import Report, User
+from agent_api.models import Report, Session, User
 from agent_api.models.base import utcnow
-from agent_api.pagination import Page, PageParams, fetch_page
+from agent_api.pagination import Page, PageParams, paged
 from agent_api.reports import collect, render
 from agent_api.reports import repository as repo
 from agent_api.reports.schemas import (
@@ -54,16 +54,13 @@ async def create_report(
     work_began = next((t.started_at or t.created_at for t in turns), None)
     files = await asyncio.to_thread(collect.list_files, sessions_service.workdir_of(state, s.id), work_began)
 
-    report_id = uuid.uuid4()
     report_title = collect.clip(title or s.name or f"Session {s.id}", TITLE_CHARS)[0]
-    status = collect.outcome(turns, error)
     errors = collect.errors(turns, s.error_message, error)
-    duration_ms = collect.total_duration_ms(turns)
     data = ReportData(
-        report_id=report_id,
+        report_id=uuid.uuid4(),
         title=report_title,
         generated_at=utcnow(),
-        status=status,
+        status=collect.outcome(turns, error),
         source=ReportSource(
             kind="task_execution" if task_execution_id else "session",
             session_id=s.id,
@@ -82,41 +79,52 @@ async def create_report(
         model=s.model,
         prompt=collect.clip(prompt, collect.LONG_TEXT_CHARS)[0] if prompt else None,
         final_answer=collect.final_answer(turns),
-        duration_ms=duration_ms,
-        usage=Usage(
-            total_cost_usd=float(s.total_cost_usd or 0),
-            input_tokens=s.total_input_tokens,
-            output_tokens=s.total_output_tokens,
-            cache_read_tokens=s.total_cache_read_tokens,
-            cache_creation_tokens=s.total_cache_creation_tokens,
-            turns=len(turns),
-            messages=s.message_count,
-            tool_calls=s.tool_call_count,
-        ),
+        duration_ms=collect.total_duration_ms(turns),
+        usage=_usage(s, len(turns)),
         errors=errors,
         timeline=collect.timeline(messages, calls, entry_count),
         files=files,
     )
-    report = Report(
-        id=report_id,
-        user_id=user_id,
-        session_id=s.id,
-        task_id=task_id,
-        task_execution_id=task_execution_id,
-        title=report_title,
-        status=status,
-        model=s.model,
-        total_cost_usd=data.usage.total_cost_usd,
-        total_input_tokens=data.usage.input_tokens,
-        total_output_tokens=data.usage.output_tokens,
-        duration_ms=duration_ms,
-        error_message=errors[0] if errors else None,
-        data=data.model_dump(mode="json"),
-        created_at=data.generated_at,
-    )
+    report = _report_row(data, user_id, task_id, task_execution_id)
     db.add(report)
     await db.flush()
     return report
+
+
+def _usage(s: Session, turn_count: int) -> Usage:
+    return Usage(
+        total_cost_usd=float(s.total_cost_usd or 0),
+        input_tokens=s.total_input_tokens,
+        output_tokens=s.total_output_tokens,
+        cache_read_tokens=s.total_cache_read_tokens,
+        cache_creation_tokens=s.total_cache_creation_tokens,
+        turns=turn_count,
+        messages=s.message_count,
+        tool_calls=s.tool_call_count,
+    )
+
+
+def _report_row(
+    data: ReportData, user_id: uuid.UUID, task_id: uuid.UUID | None, task_execution_id: uuid.UUID | None
+) -> Report:
+    """The report's row: the document itself, plus the columns lists filter and sort on."""
+    return Report(
+        id=data.report_id,
+        user_id=user_id,
+        session_id=data.session.id,
+        task_id=task_id,
+        task_execution_id=task_execution_id,
+        title=data.title,
+        status=data.status,
+        model=data.model,
+        total_cost_usd=data.usage.total_cost_usd,
+        total_input_tokens=data.usage.input_tokens,
+        total_output_tokens=data.usage.output_tokens,
+        duration_ms=data.duration_ms,
+        error_message=data.errors[0] if data.errors else None,
+        data=data.model_dump(mode="json"),
+        created_at=data.generated_at,
+    )
 
 
 async def get_owned(db: AsyncSession, user: User, report_id: uuid.UUID) -> Report:
@@ -127,8 +135,7 @@ async def get_owned(db: AsyncSession, user: User, report_id: uuid.UUID) -> Repor
 
 
 async def list_reports(db: AsyncSession, user: User, filters: ReportFilters, params: PageParams) -> Page[ReportRead]:
-    rows, total = await fetch_page(db, repo.list_owned(user.id, filters), params)
-    return Page[ReportRead].build([ReportRead.model_validate(r) for r in rows], total, params)
+    return await paged(db, repo.list_owned(user.id, filters), params, ReportRead)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ router = APIRouter(prefix="/session-templates", tags=["session templates"])
 
 @router.post("", response_model=TemplateRead, status_code=status.HTTP_201_CREATED)
 async def create_template(body: TemplateCreate, user: CurrentUser, db: DB) -> TemplateRead:
+    """Create a session template owned by the caller (201). 422 when an MCP server in `mcp_server_ids`
+    is unknown or disabled, or the seed files are invalid."""
     template = await service.create(db, user, body)
     return (await service.to_reads(db, user, [template]))[0]
 
@@ -39,12 +41,16 @@ async def list_templates(
     scope: Scope = "accessible",
     category: Annotated[Category | None, Query()] = None,
 ) -> Page[TemplateRead]:
+    """Templates the caller can see, newest first: `?scope=my|public|accessible` (default accessible: own,
+    public and shared with the caller), `?category=`."""
     rows, total = await fetch_page(db, repo.listing(user.id, scope, category), params)
     return Page[TemplateRead].build(await service.to_reads(db, user, rows), total, params)
 
 
 @router.post("/search", response_model=Page[TemplateRead])
 async def search_templates(body: TemplateSearch, user: CurrentUser, db: DB) -> Page[TemplateRead]:
+    """Full-text search of the templates the caller can see, best match first (name, then tags, then
+    description; words match as prefixes); filters `category`, `tags`, `scope`. Without a term, most used first."""
     rows, total, params = await service.search(db, user, body)
     return Page[TemplateRead].build(await service.to_reads(db, user, rows), total, params)
 
@@ -61,21 +67,28 @@ async def popular_templates(
 
 @router.get("/{template_id}", response_model=TemplateRead)
 async def get_template(template: VisibleTemplate, user: CurrentUser, db: DB) -> TemplateRead:
+    """One template the caller can see (own, public or shared with them); 404 otherwise."""
     return (await service.to_reads(db, user, [template]))[0]
 
 
 @router.put("/{template_id}", response_model=TemplateRead)
 async def replace_template(template: OwnTemplate, body: TemplateUpdate, user: CurrentUser, db: DB) -> TemplateRead:
+    """Replace every field of a template. Owner only: 403 `not_template_owner` for others who can see
+    it, 404 for the rest; 422 for an unknown or disabled MCP server."""
     updated = await service.replace(db, user, template, body)
     return (await service.to_reads(db, user, [updated]))[0]
 
 
 @router.delete("/{template_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_template(template: OwnTemplate, db: DB) -> None:
+    """Delete a template (204): hidden from lists and lookups, kept for the sessions made from it. Owner
+    only: 403 for others who can see it, 404 for the rest."""
     await service.soft_delete(db, template)
 
 
 @router.patch("/{template_id}/sharing", response_model=TemplateRead)
 async def share_template(template: OwnTemplate, body: TemplateSharing, user: CurrentUser, db: DB) -> TemplateRead:
+    """Set `is_public` and whom the template is shared with (`shared_with_user_ids` replaces the list).
+    Owner only: 403 for others who can see it, 404 for the rest; 422 `user_not_found` for an unknown user."""
     updated = await service.update_sharing(db, template, body)
     return (await service.to_reads(db, user, [updated]))[0]

@@ -16,7 +16,7 @@ from agent_api.deps import DB, State, end_transaction
 from agent_api.errors import NotFound, PayloadTooLarge
 from agent_api.monitoring import service as monitoring_service
 from agent_api.monitoring.schemas import CurrentMetrics
-from agent_api.pagination import Page, Pagination, fetch_page
+from agent_api.pagination import Page, Pagination, paged
 from agent_api.runtime import workdir
 from agent_api.sessions import repository as repo
 from agent_api.sessions import service
@@ -63,6 +63,7 @@ async def list_sessions(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> Page[SessionRead]:
+    """The caller's sessions, newest first; filters `status`, `is_fork`, `search` (name), `created_after`, `created_before`."""
     stmt = repo.list_owned(
         user.id,
         status=status_filter,
@@ -71,12 +72,12 @@ async def list_sessions(
         created_after=created_after,
         created_before=created_before,
     )
-    rows, total = await fetch_page(db, stmt, params)
-    return Page[SessionRead].build([SessionRead.model_validate(r) for r in rows], total, params)
+    return await paged(db, stmt, params, SessionRead)
 
 
 @router.get("/{session_id}", response_model=SessionRead)
 async def get_session(s: OwnedSession) -> SessionRead:
+    """One of the caller's sessions with its counters, tokens and cost; 404 for anyone else's."""
     return SessionRead.model_validate(s)
 
 
@@ -99,6 +100,9 @@ async def query(
     state: State,
     key: idempotency.IdempotencyKey = None,
 ) -> Any:
+    """Send a message to the session's agent: 202 at once, or with `wait: true` 200 and the finished turn (202 when it
+    outlives the wait). `fork: true` sends it to a new fork. 409 `session_busy` / `session_paused` / `session_archived`;
+    `Idempotency-Key` runs it once (422 `idempotency_key_reused`, 409 `idempotency_in_progress`)."""
     claim = await idempotency.begin(db, user.id, f"query:{s.id}", key, request, body)
     if isinstance(claim, JSONResponse):
         return claim
@@ -152,6 +156,8 @@ async def pause(s: OwnedSession, db: DB, state: State) -> SessionRead:
 async def resume(
     s: OwnedSession, user: CurrentUser, db: DB, state: State, body: Annotated[ResumeRequest | None, Body()] = None
 ) -> Any:
+    """Make a `paused`, `completed` or `archived` session `active` again (an archive is restored); with `{"fork": true}`
+    resume into a new fork instead (201)."""
     if body is not None and body.fork:
         child = await service.fork(db, state, user, s, ForkRequest())
         return JSONResponse(SessionRead.model_validate(child).model_dump(mode="json"), status_code=201)
@@ -168,6 +174,8 @@ async def fork(
     key: idempotency.IdempotencyKey = None,
     body: Annotated[ForkRequest | None, Body()] = None,
 ) -> Any:
+    """A new session with this one's settings, conversation (up to `fork_at_message`) and, by default, a copy of its
+    files (201); `Idempotency-Key` makes one child per key."""
     body = body or ForkRequest()
     claim = await idempotency.begin(db, user.id, f"fork:{s.id}", key, request, body)
     if isinstance(claim, JSONResponse):
@@ -179,11 +187,14 @@ async def fork(
 
 @router.post("/{session_id}/archive", response_model=ArchiveRead, status_code=status.HTTP_201_CREATED)
 async def archive(s: OwnedSession, db: DB, state: State) -> ArchiveRead:
+    """Write the working directory to a tar.gz (size, file count, sha256) and mark the session `archived`; 409 while a
+    turn runs, 413 over the working-directory size cap."""
     return ArchiveRead.model_validate(await service.archive(db, state, s))
 
 
 @router.get("/{session_id}/archive", response_model=ArchiveRead)
 async def get_archive(s: OwnedSession, db: DB) -> ArchiveRead:
+    """The session's archive record; 404 when it has none."""
     record = await repo.get_archive(db, s.id)
     if record is None:
         raise NotFound("This session has no archive", code="archive_not_found")
@@ -192,28 +203,29 @@ async def get_archive(s: OwnedSession, db: DB) -> ArchiveRead:
 
 @router.get("/{session_id}/messages", response_model=Page[MessageRead])
 async def messages(s: OwnedSession, db: DB, params: Pagination, turn_id: uuid.UUID | None = None) -> Page[MessageRead]:
-    rows, total = await fetch_page(db, repo.messages_of(s.id, turn_id), params)
-    return Page[MessageRead].build([MessageRead.model_validate(r) for r in rows], total, params)
+    """The session's messages, oldest first; `?turn_id=` keeps one turn's."""
+    return await paged(db, repo.messages_of(s.id, turn_id), params, MessageRead)
 
 
 @router.get("/{session_id}/tool-calls", response_model=Page[ToolCallRead])
 async def tool_calls(
     s: OwnedSession, db: DB, params: Pagination, turn_id: uuid.UUID | None = None
 ) -> Page[ToolCallRead]:
-    rows, total = await fetch_page(db, repo.tool_calls_of(s.id, turn_id), params)
-    return Page[ToolCallRead].build([ToolCallRead.model_validate(r) for r in rows], total, params)
+    """The session's tool calls with input, output, status and duration, oldest first; `?turn_id=` keeps one turn's."""
+    return await paged(db, repo.tool_calls_of(s.id, turn_id), params, ToolCallRead)
 
 
 @router.get("/{session_id}/hooks", response_model=Page[HookRunRead])
 async def hooks(s: OwnedSession, db: DB, params: Pagination) -> Page[HookRunRead]:
-    rows, total = await fetch_page(db, repo.hook_runs_of(s.id), params)
-    return Page[HookRunRead].build([HookRunRead.model_validate(r) for r in rows], total, params)
+    """Every hook run of the session (event, tool, outcome, duration), oldest first."""
+    return await paged(db, repo.hook_runs_of(s.id), params, HookRunRead)
 
 
 @router.get("/{session_id}/permissions", response_model=Page[PermissionRead])
 async def permissions(s: OwnedSession, db: DB, params: Pagination) -> Page[PermissionRead]:
-    rows, total = await fetch_page(db, repo.permissions_of(s.id), params)
-    return Page[PermissionRead].build([PermissionRead.model_validate(r) for r in rows], total, params)
+    """Every permission decision of the session (`decided_by`: mode, rule, user, timeout, cancelled, path_guard,
+    sandbox), pending requests included, oldest first."""
+    return await paged(db, repo.permissions_of(s.id), params, PermissionRead)
 
 
 @router.post("/{session_id}/permissions/{request_id}", response_model=PermissionRead)
@@ -227,17 +239,20 @@ async def answer_permission(
 
 @router.get("/{session_id}/metrics/snapshots", response_model=Page[MetricsSnapshotRead])
 async def metrics_snapshots(s: OwnedSession, db: DB, params: Pagination) -> Page[MetricsSnapshotRead]:
-    rows, total = await fetch_page(db, repo.snapshots_of(s.id), params)
-    return Page[MetricsSnapshotRead].build([MetricsSnapshotRead.model_validate(r) for r in rows], total, params)
+    """One metrics snapshot per finished turn (tokens, cost, tool calls by tool), oldest first."""
+    return await paged(db, repo.snapshots_of(s.id), params, MetricsSnapshotRead)
 
 
 @router.get("/{session_id}/metrics/current", response_model=CurrentMetrics)
 async def metrics_current(s: OwnedSession, db: DB, state: State) -> CurrentMetrics:
+    """The session's totals now, its tool calls by tool, pending permission requests and whether its agent is live."""
     return await monitoring_service.current_metrics(db, state, s)
 
 
 @router.get("/{session_id}/workdir/download", response_class=StreamingResponse)
 async def download_workdir(s: OwnedSession, state: State) -> StreamingResponse:
+    """The working directory as a streamed `application/gzip` tar; symlinks are stored as links, never followed;
+    413 over the size cap, 404 once it is archived or deleted."""
     path = service.workdir_of(state, s.id)
     if not path.is_dir():
         raise NotFound("The working directory is not present (archived or deleted)", code="workdir_not_found")

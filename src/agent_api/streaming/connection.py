@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -13,12 +12,13 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from agent_api.bus import frame_text
 from agent_api.errors import AppError
 from agent_api.models import User
 from agent_api.sessions import service as sessions_service
 from agent_api.sessions.schemas import PermissionAnswer, QueryRequest
 from agent_api.state import AppState
-from agent_api.streaming.service import EventStream, connected_data, frame
+from agent_api.streaming.service import EventStream, connected_data
 
 log = logging.getLogger("agent_api.streaming")
 
@@ -39,8 +39,8 @@ class StreamConnection:
         self._sending_since: float | None = None
         self._last_activity = time.monotonic()
 
-    async def send(self, body: dict[str, Any]) -> None:
-        await self.send_texts([json.dumps(body, default=str)])
+    async def send_frame(self, type_: str, data: Any) -> None:
+        await self.send_texts([frame_text(type_, self.session_id, data)])
 
     async def send_texts(self, texts: list[str]) -> None:
         async with self._send_lock:
@@ -55,9 +55,10 @@ class StreamConnection:
     async def run(self, after_seq: int | None, partial: bool) -> None:
         bus = self.state.require_bus()
         subscription = bus.subscribe(self.session_id, partial=partial)
+        subscription.on_shutdown = lambda: self.close(CLOSE_SHUTDOWN, "server restarting; reconnect with after_seq")
         try:
             data, latest = await connected_data(self.state, self.session_id)
-            await self.send(frame("connected", self.session_id, data))
+            await self.send_frame("connected", data)
             stream = EventStream(self.state, subscription, latest if after_seq is None else after_seq)
             self.last_sent = stream.last
             tasks = {
@@ -108,7 +109,7 @@ class StreamConnection:
                 # A stalled reader must not hold events for anyone else; it can resume from what it has.
                 raise _TooSlow()
             if since is None and now - self._last_activity >= settings.ws_heartbeat_s:
-                await self.send(frame("heartbeat", self.session_id, {"latest_seq": self.last_sent}))
+                await self.send_frame("heartbeat", {"latest_seq": self.last_sent})
 
     async def _listen(self) -> None:
         while True:
@@ -125,7 +126,7 @@ class StreamConnection:
             await self._handle(message)
 
     async def _error(self, code: str, message: str) -> None:
-        await self.send(frame("error", self.session_id, {"code": code, "message": message}))
+        await self.send_frame("error", {"code": code, "message": message})
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -134,12 +135,12 @@ class StreamConnection:
         data: dict[str, Any] = nested if isinstance(nested, dict) else message
         try:
             if kind == "ping":
-                await self.send(frame("pong", self.session_id, {}))
+                await self.send_frame("pong", {})
             elif kind == "query":
                 await self._query(data)
             elif kind == "interrupt":
                 interrupted = await self.state.dispatcher.interrupt(self.session_id)
-                await self.send(frame("interrupted", self.session_id, {"interrupted": interrupted}))
+                await self.send_frame("interrupted", {"interrupted": interrupted})
             elif kind == "permission_response":
                 await self._permission_response(data)
             else:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 
 from fastapi import APIRouter, WebSocket, status
-from pydantic import BaseModel
 
 from agent_api.auth import service as auth_service
 from agent_api.auth.deps import CurrentUser
@@ -19,6 +17,7 @@ from agent_api.sessions.deps import OwnedSession
 from agent_api.state import AppState
 from agent_api.streaming import service
 from agent_api.streaming.connection import StreamConnection
+from agent_api.streaming.schemas import StreamTicketRead
 
 router = APIRouter(tags=["streaming"])
 
@@ -29,16 +28,12 @@ CLOSE_BAD_REQUEST = 4400
 _SEQ = re.compile(r"[0-9]{1,18}")
 
 
-class StreamTicketRead(BaseModel):
-    ticket: str
-    expires_at: datetime
-    expires_in: int
-
-
 @router.post(
     "/sessions/{session_id}/stream-ticket", response_model=StreamTicketRead, status_code=status.HTTP_201_CREATED
 )
 async def stream_ticket(s: OwnedSession, user: CurrentUser, db: DB) -> StreamTicketRead:
+    """A single-use ticket, valid 30 seconds, to open this session's WebSocket stream without a token in its
+    URL (201). 404 for another user's session."""
     ticket, expires_at = await service.issue_ticket(db, user, s)
     return StreamTicketRead(ticket=ticket, expires_at=expires_at, expires_in=service.TICKET_TTL_S)
 
@@ -57,6 +52,9 @@ async def _authenticate(state: AppState, session_id: uuid.UUID, token: str | Non
 
 @router.websocket("/sessions/{session_id}/stream")
 async def stream(ws: WebSocket, session_id: str) -> None:
+    """Live events of one of the caller's sessions (`?ticket=` or `?token=`); `?after_seq=N` replays stored events
+    after N first, `?partial=1` adds `delta` frames. Closes 4401 unauthenticated, 4403 origin not allowed, 4404 unknown
+    or another user's session, 4400 bad `after_seq`."""
     state = get_state(ws)
     await ws.accept()
     origin = ws.headers.get("origin")
@@ -87,9 +85,4 @@ async def stream(ws: WebSocket, session_id: str) -> None:
             return
         after_seq = int(after_raw)
     partial = params.get("partial") in ("1", "true")
-    connection = StreamConnection(state, ws, user, sid)
-    state.connections.add(connection)
-    try:
-        await connection.run(after_seq, partial)
-    finally:
-        state.connections.discard(connection)
+    await StreamConnection(state, ws, user, sid).run(after_seq, partial)

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -58,17 +58,6 @@ async def redeem_ticket(db: AsyncSession, ticket: str, session_id: uuid.UUID) ->
         return None
     user = await db.get(User, user_id)
     return user if user is not None and user.is_active else None
-
-
-def frame(
-    type_: str, session_id: uuid.UUID, data: Any, seq: int | None = None, ts: datetime | None = None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": type_, "session_id": str(session_id)}
-    if seq is not None:
-        body["seq"] = seq
-    body["ts"] = (ts or datetime.now(UTC)).isoformat()
-    body["data"] = data
-    return body
 
 
 async def connected_data(state: AppState, session_id: uuid.UUID) -> tuple[dict[str, Any], int]:

@@ -12,7 +12,7 @@ from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State, end_transaction
 from agent_api.models.task import EXECUTION_STATUSES
 from agent_api.monitoring.budgets import ensure_within_budget
-from agent_api.pagination import Page, Pagination, fetch_page
+from agent_api.pagination import Page, Pagination, paged
 from agent_api.rate_limits import check_user_rate
 from agent_api.tasks import repository as repo
 from agent_api.tasks import runner, service
@@ -25,6 +25,8 @@ ExecutionStatus = Annotated[str | None, Query(alias="status", pattern="^(" + "|"
 
 @router.get("/executions/{execution_id}", response_model=ExecutionRead)
 async def get_execution(execution: OwnedExecution) -> ExecutionRead:
+    """One of the caller's executions: status, trigger, session, report, result, error, duration and
+    cost; still readable after its task is deleted. 404 for another user's execution."""
     return ExecutionRead.model_validate(execution)
 
 
@@ -39,6 +41,8 @@ async def cancel_execution(execution: OwnedExecution, db: DB, state: State) -> E
 
 @router.post("", response_model=TaskRead, status_code=status.HTTP_201_CREATED)
 async def create_task(body: TaskCreate, user: CurrentUser, db: DB) -> TaskRead:
+    """Create a task (201). `prompt_template` may hold `{{variable}}` placeholders; 422 when the cron or time
+    zone is invalid, or the template or an MCP server is unknown."""
     return TaskRead.model_validate(await service.create(db, user, body))
 
 
@@ -51,23 +55,28 @@ async def list_tasks(
     tag: Annotated[str | None, Query(max_length=50)] = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Page[TaskRead]:
+    """The caller's tasks, newest first; filters `is_scheduled`, `tag` and `search` (part of the name)."""
     stmt = repo.list_owned(user.id, is_scheduled=is_scheduled, tag=tag, search=search)
-    rows, total = await fetch_page(db, stmt, params)
-    return Page[TaskRead].build([TaskRead.model_validate(r) for r in rows], total, params)
+    return await paged(db, stmt, params, TaskRead)
 
 
 @router.get("/{task_id}", response_model=TaskRead)
 async def get_task(task: OwnedTask) -> TaskRead:
+    """One of the caller's tasks; 404 for another user's task or a deleted one."""
     return TaskRead.model_validate(task)
 
 
 @router.patch("/{task_id}", response_model=TaskRead)
 async def update_task(task: OwnedTask, body: TaskUpdate, user: CurrentUser, db: DB) -> TaskRead:
+    """Change the fields sent; a changed schedule moves `next_run_at`. 404 for another user's task; 422 for
+    an invalid cron or time zone, a null required field, or an unknown template or MCP server."""
     return TaskRead.model_validate(await service.update(db, user, task, body))
 
 
 @router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_task(task: OwnedTask, db: DB) -> None:
+    """Delete a task and stop its schedule (204); its executions and reports stay readable. 404 for another
+    user's task."""
     await service.soft_delete(db, task)
 
 
@@ -81,6 +90,8 @@ async def execute_task(
     key: idempotency.IdempotencyKey = None,
     body: ExecuteRequest | None = None,
 ) -> Any:
+    """Run the task now with `variables` over its defaults: 202 with the queued execution. 422
+    `missing_variables`, 402 `budget_exceeded`, 429 over the rate limit; `Idempotency-Key` runs it once per key."""
     body = body or ExecuteRequest()
     claim = await idempotency.begin(db, user.id, f"execute:{task.id}", key, request, body)
     if isinstance(claim, JSONResponse):
@@ -98,5 +109,5 @@ async def execute_task(
 async def list_executions(
     task: OwnedTask, user: CurrentUser, db: DB, params: Pagination, status_filter: ExecutionStatus = None
 ) -> Page[ExecutionRead]:
-    rows, total = await fetch_page(db, repo.executions_of(user.id, task.id, status_filter), params)
-    return Page[ExecutionRead].build([ExecutionRead.model_validate(r) for r in rows], total, params)
+    """The task's executions, newest first; `?status=` filters. 404 for another user's task."""
+    return await paged(db, repo.executions_of(user.id, task.id, status_filter), params, ExecutionRead)

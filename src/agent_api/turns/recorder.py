@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import uuid
@@ -16,18 +15,18 @@ from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, To
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api import audit
 from agent_api.bus import BusEvent
-from agent_api.event_log import append_event, claim_and_record
+from agent_api.event_log import append_event
 from agent_api.metrics import tool_label
-from agent_api.models import HookRun, Message, PermissionRequest, Session, ToolCall
+from agent_api.models import HookRun, Message, Session, ToolCall
 from agent_api.models.base import utcnow
 from agent_api.runtime import costs
 from agent_api.runtime.agent import HookRecord
-from agent_api.runtime.permissions import DecidedBy, Verdict, input_summary
+from agent_api.runtime.permissions import Verdict, input_summary
 from agent_api.state import AppState
 from agent_api.turns import repository as repo
 from agent_api.turns.accounting import TurnOutcome, record_failure, record_result, warn_budget
+from agent_api.turns.approvals import Approvals
 from agent_api.turns.jsonable import jsonable
 
 MAX_STORED_OUTPUT = 100_000
@@ -75,7 +74,7 @@ def message_payload(m: Message) -> dict[str, Any]:
     }
 
 
-class TurnRecorder:
+class TurnRecorder(Approvals):
     """Observes one turn for the runtime and writes down everything it sees."""
 
     def __init__(self, state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -254,7 +253,7 @@ class TurnRecorder:
             },
         )
 
-    # --- decisions and hooks -----------------------------------------------------------------------
+    # --- hooks ---------------------------------------------------------------------------------------
 
     async def on_hook(self, record: HookRecord) -> None:
         if record.event == "PostToolUse" and record.tool_use_id and record.tool_use_id not in self.decided:
@@ -277,133 +276,6 @@ class TurnRecorder:
                 created_at=when,
             )
         )
-
-    async def on_decision(
-        self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None, verdict: Verdict
-    ) -> None:
-        if tool_use_id:
-            self.decided.add(tool_use_id)
-        summary, now = jsonable(input_summary(tool_input)), utcnow()
-        self._deferred.append(lambda db: self._write_decision(db, tool_name, summary, tool_use_id, verdict, now))
-
-    async def _write_decision(
-        self,
-        db: AsyncSession,
-        tool_name: str,
-        summary: dict[str, Any],
-        tool_use_id: str | None,
-        verdict: Verdict,
-        when: datetime,
-    ) -> None:
-        request = PermissionRequest(
-            session_id=self.session_id,
-            turn_id=self.turn_id,
-            tool_name=tool_name,
-            tool_use_id=tool_use_id,
-            input_summary=summary,
-            decision=verdict.decision,
-            decided_by=verdict.decided_by,
-            reason=verdict.reason,
-            created_at=when,
-            decided_at=when,
-        )
-        db.add(request)
-        if verdict.decision == "deny":
-            self._audit_denial(db, tool_name, tool_use_id, verdict)
-        await db.flush()
-        await append_event(
-            db,
-            self.session_id,
-            "permission_decision",
-            {
-                "request_id": str(request.id),
-                "tool": tool_name,
-                "decision": verdict.decision,
-                "decided_by": verdict.decided_by,
-                "reason": verdict.reason,
-            },
-        )
-
-    async def ask_permission(self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None) -> Verdict:
-        if tool_use_id:
-            self.decided.add(tool_use_id)
-        state = self.state
-        request_id = uuid.uuid4()
-        async with state.db.transaction() as db:
-            summary = jsonable(input_summary(tool_input))
-            db.add(
-                PermissionRequest(
-                    id=request_id,
-                    session_id=self.session_id,
-                    turn_id=self.turn_id,
-                    tool_name=tool_name,
-                    tool_use_id=tool_use_id,
-                    input_summary=summary,
-                    created_at=utcnow(),
-                )
-            )
-            await db.flush()
-            await append_event(
-                db,
-                self.session_id,
-                "permission_request",
-                {"request_id": str(request_id), "tool": tool_name, "input": summary, "tool_use_id": tool_use_id},
-            )
-            await claim_and_record(db, self.session_id, ("processing",), "waiting", f"{tool_name} needs permission")
-        try:
-            answer = await state.dispatcher.wait_permission(
-                request_id, self.session_id, state.settings.permission_timeout_s
-            )
-        except asyncio.CancelledError:
-            # The turn ended (interrupt, pause, shutdown) while waiting: the request must not stay pending.
-            await asyncio.shield(self._settle(request_id, "cancelled", "the turn ended before an answer"))
-            raise
-        if answer is None:
-            verdict = await self._settle(request_id, "timeout", "no answer in time")
-        else:
-            decision, reason = answer
-            verdict = Verdict("allow" if decision == "allow" else "deny", "user", reason or f"{decision} by the user")
-        async with state.db.transaction() as db:
-            if verdict.decision == "deny":
-                self._audit_denial(db, tool_name, tool_use_id, verdict)
-            if not await repo.pending_permissions(db, self.session_id):
-                await claim_and_record(db, self.session_id, ("waiting",), "processing", "permission decided")
-        return verdict
-
-    def _audit_denial(self, db: AsyncSession, tool_name: str, tool_use_id: str | None, verdict: Verdict) -> None:
-        details = {"tool": tool_name, "tool_use_id": tool_use_id, "decided_by": verdict.decided_by}
-        audit.record(
-            db,
-            "permission.denied",
-            actor_id=self.user_id,
-            target_user_id=self.user_id,
-            target_type="session",
-            target_id=self.session_id,
-            details={**details, "reason": verdict.reason, "turn_id": str(self.turn_id)},
-        )
-
-    async def _settle(self, request_id: uuid.UUID, decided_by: DecidedBy, reason: str) -> Verdict:
-        """Deny a request nobody answered, unless an answer got in first (then that answer stands)."""
-        async with self._transaction() as db:
-            claimed = await db.execute(
-                update(PermissionRequest)
-                .where(PermissionRequest.id == request_id, PermissionRequest.decision.is_(None))
-                .values(decision="deny", decided_by=decided_by, reason=reason, decided_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount:  # type: ignore[attr-defined]
-                await append_event(
-                    db,
-                    self.session_id,
-                    "permission_resolved",
-                    {"request_id": str(request_id), "decision": "deny", "decided_by": decided_by},
-                )
-                return Verdict("deny", decided_by, reason)
-            # Answered at the last moment: the answer stands.
-            row = await db.get(PermissionRequest, request_id)
-            if row is None or row.decision != "allow":
-                return Verdict("deny", "user", row.reason if row and row.reason else "denied")
-            return Verdict("allow", "user", row.reason or "allowed by the user")
 
     # --- the end of the turn -------------------------------------------------------------------------
 
