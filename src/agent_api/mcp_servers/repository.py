@@ -41,7 +41,7 @@ async def get_by_name(db: AsyncSession, user_id: uuid.UUID, name: str) -> McpSer
     return (await db.scalars(select(McpServer).where(McpServer.user_id == user_id, McpServer.name == name))).first()
 
 
-async def owned_by(db: AsyncSession, user_id: uuid.UUID) -> list[McpServer]:
+async def list_owned(db: AsyncSession, user_id: uuid.UUID) -> list[McpServer]:
     return list(await db.scalars(select(McpServer).where(McpServer.user_id == user_id).order_by(McpServer.name)))
 
 

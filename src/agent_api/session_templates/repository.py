@@ -40,7 +40,7 @@ def _shared_with(user_id: uuid.UUID) -> ColumnElement[bool]:
     return exists().where(TemplateShare.template_id == SessionTemplate.id, TemplateShare.user_id == user_id)
 
 
-def visible_to(user_id: uuid.UUID, scope: str = "accessible") -> Select[SessionTemplate]:
+def visible_templates(user_id: uuid.UUID, scope: str = "accessible") -> Select[SessionTemplate]:
     stmt = select(SessionTemplate).where(SessionTemplate.deleted_at.is_(None))
     if scope == "my":
         return stmt.where(SessionTemplate.user_id == user_id)
@@ -52,11 +52,11 @@ def visible_to(user_id: uuid.UUID, scope: str = "accessible") -> Select[SessionT
 
 
 async def get_visible(db: AsyncSession, user_id: uuid.UUID, template_id: uuid.UUID) -> SessionTemplate | None:
-    return (await db.scalars(visible_to(user_id).where(SessionTemplate.id == template_id))).first()
+    return (await db.scalars(visible_templates(user_id).where(SessionTemplate.id == template_id))).first()
 
 
 def listing(user_id: uuid.UUID, scope: str, category: str | None) -> Select[SessionTemplate]:
-    stmt = visible_to(user_id, scope)
+    stmt = visible_templates(user_id, scope)
     if category:
         stmt = stmt.where(SessionTemplate.category == category)
     return stmt.order_by(SessionTemplate.created_at.desc(), SessionTemplate.id)
@@ -70,7 +70,7 @@ def search(
     dialect: str, user_id: uuid.UUID, scope: str, words: Sequence[str], category: str | None, tags: Sequence[str]
 ) -> Select[SessionTemplate]:
     """Ranked by the database's full-text index; any of the words matches (as a prefix), more matches rank higher."""
-    stmt = visible_to(user_id, scope)
+    stmt = visible_templates(user_id, scope)
     if category:
         stmt = stmt.where(SessionTemplate.category == category)
     for tag in tags:  # tags are stored lower-cased as a JSON array; match the quoted element
@@ -93,7 +93,7 @@ def search(
 
 
 def popular(user_id: uuid.UUID) -> Select[SessionTemplate]:
-    return visible_to(user_id).order_by(
+    return visible_templates(user_id).order_by(
         SessionTemplate.usage_count.desc(), SessionTemplate.last_used_at.desc().nulls_last(), SessionTemplate.id
     )
 
@@ -121,3 +121,11 @@ async def record_use(db: AsyncSession, template_id: uuid.UUID) -> None:
         .values(usage_count=SessionTemplate.usage_count + 1, last_used_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+
+
+async def shares_of(db: AsyncSession, template_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(template id, user id) of every share of these templates."""
+    rows = await db.execute(
+        select(TemplateShare.template_id, TemplateShare.user_id).where(TemplateShare.template_id.in_(template_ids))
+    )
+    return [(template_id, user_id) for template_id, user_id in rows.all()]

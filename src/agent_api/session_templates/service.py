@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.agent_settings import SessionSettings
 from agent_api.errors import Forbidden, NotFound, ValidationFailed
 from agent_api.mcp_servers import service as mcp_service
-from agent_api.models import SessionTemplate, TemplateShare, User
+from agent_api.models import SessionTemplate, User
 from agent_api.models.base import utcnow
 from agent_api.pagination import PageParams, fetch_page
 from agent_api.session_templates import repository as repo
@@ -98,10 +97,7 @@ async def to_reads(db: AsyncSession, user: User, templates: Sequence[SessionTemp
     owned = [t.id for t in templates if t.user_id == user.id]
     shares: dict[uuid.UUID, list[uuid.UUID]] = {}
     if owned:
-        rows = await db.execute(
-            select(TemplateShare.template_id, TemplateShare.user_id).where(TemplateShare.template_id.in_(owned))
-        )
-        for template_id, user_id in rows.all():
+        for template_id, user_id in await repo.shares_of(db, owned):
             shares.setdefault(template_id, []).append(user_id)
     reads = []
     for t in templates:

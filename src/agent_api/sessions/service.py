@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import idempotency
@@ -170,7 +169,7 @@ async def delete_session(db: AsyncSession, s: Session) -> bool:
         return archived
     await change_status(db, s, "terminated", "deleted by the owner")
     s.completed_at = utcnow()
-    await _deny_pending(db, s.id, "session deleted")
+    await turns_service.deny_pending(db, s.id, "timeout", "session deleted")
     await db.flush()
     return archived
 
@@ -190,7 +189,7 @@ async def pause(db: AsyncSession, s: Session) -> Session:
     if s.status not in PAUSABLE:
         raise Conflict(f"A session in status {s.status!r} cannot be paused", code="invalid_status")
     await change_status(db, s, "paused", "paused by the owner")
-    await _deny_pending(db, s.id, "session paused")
+    await turns_service.deny_pending(db, s.id, "timeout", "session paused")
     await db.flush()
     return s
 
@@ -319,13 +318,7 @@ async def answer_permission(
     if request.decision is not None:
         raise Conflict("This permission request is already decided", code="permission_already_decided")
     reason = answer.message or f"{answer.decision} by the user"
-    claimed = await db.execute(
-        update(PermissionRequest)
-        .where(PermissionRequest.id == request_id, PermissionRequest.decision.is_(None))
-        .values(decision=answer.decision, decided_by="user", reason=reason, decided_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if not claimed.rowcount:  # type: ignore[attr-defined]
+    if not await turns_service.answer_permission(db, request_id, answer.decision, reason):
         raise Conflict("This permission request is already decided", code="permission_already_decided")
     await db.refresh(request)
     await append_event(
@@ -339,15 +332,6 @@ async def answer_permission(
     return request
 
 
-async def _deny_pending(db: AsyncSession, session_id: uuid.UUID, reason: str) -> None:
-    await db.execute(
-        update(PermissionRequest)
-        .where(PermissionRequest.session_id == session_id, PermissionRequest.decision.is_(None))
-        .values(decision="deny", decided_by="timeout", reason=reason, decided_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-
-
 async def recover_after_restart(state: AppState) -> int:
     """Turns a crash left running are marked interrupted and billed, and their sessions made resumable (`active`);
     keyed requests left in progress answer what they had answered."""
@@ -356,7 +340,7 @@ async def recover_after_restart(state: AppState) -> int:
         stuck = (await db.scalars(repo.sessions_in(("connecting", "processing", "waiting")))).all()
         for s in stuck:
             await change_status(db, s, "active", "server restarted; the interrupted turn can be retried")
-            await _deny_pending(db, s.id, "server restarted")
+            await turns_service.deny_pending(db, s.id, "timeout", "server restarted")
         await idempotency.settle_in_progress(db)
     if recovered or stuck:
         log.warning("recovered %d interrupted turns in %d sessions", recovered, len(stuck))

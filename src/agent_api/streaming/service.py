@@ -9,7 +9,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import event_log
@@ -18,6 +17,7 @@ from agent_api.models import Session, StreamTicket, User
 from agent_api.models.base import utcnow
 from agent_api.sessions import service as sessions_service
 from agent_api.state import AppState
+from agent_api.streaming import repository as repo
 
 TICKET_TTL_S = 30
 CATCH_UP_BATCH = 2000
@@ -41,19 +41,7 @@ async def issue_ticket(db: AsyncSession, user: User, session: Session) -> tuple[
 async def redeem_ticket(db: AsyncSession, ticket: str, session_id: uuid.UUID) -> User | None:
     """The ticket's user, once: a used, expired or other-session ticket gives None."""
     now = utcnow()
-    claimed = await db.execute(
-        update(StreamTicket)
-        .where(
-            StreamTicket.ticket_hash == _ticket_hash(ticket),
-            StreamTicket.session_id == session_id,
-            StreamTicket.used_at.is_(None),
-            StreamTicket.expires_at > now,
-        )
-        .values(used_at=now)
-        .returning(StreamTicket.user_id)
-        .execution_options(synchronize_session=False)
-    )
-    user_id = claimed.scalar()
+    user_id = await repo.redeem_ticket(db, _ticket_hash(ticket), session_id, now)
     if user_id is None:
         return None
     user = await db.get(User, user_id)
@@ -154,4 +142,4 @@ class EventStream:
 
 
 async def latest_seq(db: AsyncSession, session_id: uuid.UUID) -> int:
-    return int(await db.scalar(select(Session.last_seq).where(Session.id == session_id)) or 0)
+    return await repo.latest_seq(db, session_id)

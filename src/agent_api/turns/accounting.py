@@ -7,7 +7,6 @@ import uuid
 from dataclasses import dataclass
 
 from claude_agent_sdk import ResultMessage
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.event_log import append_event, claim_and_record
@@ -80,16 +79,7 @@ async def _book(db: AsyncSession, turn: Turn, user_id: uuid.UUID, cost: float, e
         total_cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
         total_cache_creation_tokens=int(usage.get("cache_creation_input_tokens") or 0),
     )
-    await db.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(
-            total_cost_usd=User.total_cost_usd + cost,
-            total_input_tokens=User.total_input_tokens + turn.input_tokens,
-            total_output_tokens=User.total_output_tokens + turn.output_tokens,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    await repo.add_user_totals(db, user_id, cost, turn.input_tokens, turn.output_tokens)
 
 
 async def _snapshot(db: AsyncSession, session: Session, turn: Turn, result: ResultMessage | None) -> None:
@@ -125,9 +115,7 @@ async def record_result(
     billed_before: float | None = None,
 ) -> TurnOutcome | None:
     """Book the end of a turn. `billed_before`: what the agent process's earlier turns were billed in all."""
-    # Lock order: the user's row before the session's, as a query's budget check takes them; the other order
-    # deadlocks on PostgreSQL when the next query arrives while this turn is being booked.
-    await db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))  # FOR NO KEY UPDATE
+    await repo.lock_user(db, user_id)
     turn = await repo.get_turn(db, turn_id)
     session = await repo.get_session(db, session_id)
     if turn is None or session is None:
@@ -188,7 +176,7 @@ async def record_failure(
 ) -> float:
     """Book a turn the agent could not finish; what its model calls had used is billed as an estimate."""
     message = str(error)[:2000] or type(error).__name__
-    await db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+    await repo.lock_user(db, user_id)
     turn = await repo.get_turn(db, turn_id)
     cost = 0.0
     if turn is not None:
@@ -197,12 +185,7 @@ async def record_failure(
         cost = await estimated_cost(db, turn)
         if cost:
             await _book(db, turn, user_id, cost, True)
-    await db.execute(
-        update(Session)
-        .where(Session.id == session_id)
-        .values(error_message=message)
-        .execution_options(synchronize_session=False)
-    )
+    await repo.set_session_fields(db, session_id, error_message=message)
     code = "agent_start_failed" if start_failed else "turn_failed"
     await append_event(db, session_id, "error", {"code": code, "message": message, "turn_id": str(turn_id)})
     await claim_and_record(

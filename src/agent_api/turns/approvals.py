@@ -10,7 +10,6 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import audit
@@ -143,13 +142,7 @@ class Approvals:
     async def _settle(self, request_id: uuid.UUID, decided_by: DecidedBy, reason: str) -> Verdict:
         """Deny a request nobody answered, unless an answer got in first (then that answer stands)."""
         async with self._transaction() as db:
-            claimed = await db.execute(
-                update(PermissionRequest)
-                .where(PermissionRequest.id == request_id, PermissionRequest.decision.is_(None))
-                .values(decision="deny", decided_by=decided_by, reason=reason, decided_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount:  # type: ignore[attr-defined]
+            if await repo.decide_permission(db, request_id, "deny", decided_by, reason):
                 await append_event(
                     db,
                     self.session_id,

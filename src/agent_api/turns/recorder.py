@@ -12,13 +12,12 @@ from typing import Any
 
 from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage, UserMessage
 from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.bus import BusEvent
 from agent_api.event_log import append_event
 from agent_api.metrics import tool_label
-from agent_api.models import HookRun, Message, Session, ToolCall
+from agent_api.models import HookRun, Message, ToolCall
 from agent_api.models.base import utcnow
 from agent_api.runtime import costs
 from agent_api.runtime.agent import HookRecord
@@ -153,12 +152,7 @@ class TurnRecorder(Approvals):
                 if isinstance(m, dict)
             ]
         async with self._transaction() as db:
-            await db.execute(
-                update(Session)
-                .where(Session.id == self.session_id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+            await repo.set_session_fields(db, self.session_id, **values)
 
     async def _on_assistant(self, message: AssistantMessage) -> None:
         blocks = list(message.content)

@@ -100,3 +100,14 @@ async def recover_after_restart(db: AsyncSession) -> int:
         await accounting.record_result(db, turn.session_id, turn.id, turn.user_id, None, interrupted=True)
         turn.errors = [*(turn.errors or []), "interrupted by a server restart"]
     return len(turns)
+
+
+async def answer_permission(db: AsyncSession, request_id: uuid.UUID, decision: str, reason: str) -> bool:
+    """A person's answer on the request's row, if it is still pending; the waiting turn hears of it through the
+    dispatcher once this commits."""
+    return await repo.decide_permission(db, request_id, decision, "user", reason)
+
+
+async def deny_pending(db: AsyncSession, session_id: uuid.UUID, decided_by: str, reason: str) -> None:
+    """Settle every request of the session still waiting for a person (pause, restart)."""
+    await repo.deny_pending(db, session_id, decided_by, reason)
