@@ -133,7 +133,9 @@ def _entry(state: AppState, server: McpServer, with_secrets: bool) -> dict[str, 
 async def export_config(
     db: AsyncSession, state: AppState, user: User, *, include_global: bool, include_secrets: bool
 ) -> dict[str, Any]:
-    servers = list(await db.scalars(repo.list_visible(user.id))) if include_global else await repo.list_owned(db, user.id)
+    servers = (
+        list(await db.scalars(repo.list_visible(user.id))) if include_global else await repo.list_owned(db, user.id)
+    )
     out: dict[str, Any] = {}
     # The caller's own servers keep their names; a global one with the same name is the one suffixed.
     servers.sort(key=lambda server: server.user_id != user.id)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.models import (
@@ -19,7 +18,6 @@ from agent_api.models import (
     ToolCall,
     Turn,
 )
-from agent_api.models.base import utcnow
 
 
 def owned_sessions(user_id: uuid.UUID) -> Select[Session]:
@@ -56,17 +54,6 @@ def list_owned(
     if created_before:
         stmt = stmt.where(Session.created_at < created_before)
     return stmt.order_by(Session.created_at.desc(), Session.id)
-
-
-async def add_totals(db: AsyncSession, session_id: uuid.UUID, **increments: Any) -> None:
-    values = {name: getattr(Session, name) + amount for name, amount in increments.items() if amount}
-    if values:
-        await db.execute(
-            update(Session)
-            .where(Session.id == session_id)
-            .values(**values, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
 
 
 def messages_of(session_id: uuid.UUID, turn_id: uuid.UUID | None = None) -> Select[Message]:
@@ -110,14 +97,6 @@ async def pending_permissions(db: AsyncSession, session_id: uuid.UUID) -> list[P
 
 def turns_of(session_id: uuid.UUID) -> Select[Turn]:
     return select(Turn).where(Turn.session_id == session_id).order_by(Turn.created_at, Turn.id)
-
-
-async def get_turn(db: AsyncSession, turn_id: uuid.UUID) -> Turn | None:
-    return await db.get(Turn, turn_id)
-
-
-async def running_turns(db: AsyncSession) -> list[Turn]:
-    return list((await db.scalars(select(Turn).where(Turn.status.in_(("queued", "running"))))).all())
 
 
 async def get_archive(db: AsyncSession, session_id: uuid.UUID) -> SessionArchive | None:
