@@ -39,8 +39,18 @@ class Recorder:
     async def warm_agent(self, session_id: uuid.UUID) -> None:
         self.runs.append(("warm", (session_id,)))
 
+    async def tick_schedules(self) -> None:
+        self.runs.append(("tick", ()))
+        if sum(1 for kind, _ in self.runs if kind == "tick") == 2:
+            raise RuntimeError("a failing tick does not stop the next")
+
     def dispatcher_for(self) -> InProcessDispatcher:
-        jobs = Jobs(run_turn=self.run_turn, run_execution=self.run_execution, warm_agent=self.warm_agent)
+        jobs = Jobs(
+            run_turn=self.run_turn,
+            run_execution=self.run_execution,
+            warm_agent=self.warm_agent,
+            tick_schedules=self.tick_schedules,
+        )
         self.dispatcher = InProcessDispatcher(jobs, agents=None, registry=TaskRegistry())
         return self.dispatcher
 
@@ -101,6 +111,20 @@ class TestInterrupts:
         jobs.gate.set()
         await dispatcher.wait_turn(session_id, 5)
         assert jobs.saw_interrupt is False
+
+
+class TestSchedules:
+    async def test_ticks_repeat_and_survive_a_failure_until_the_drain(self) -> None:
+        jobs = Recorder()
+        dispatcher = jobs.dispatcher_for()
+        dispatcher.start_schedules(0.01)
+
+        async def three_ticks() -> bool:
+            return sum(1 for kind, _ in jobs.runs if kind == "tick") >= 3
+
+        await wait_until(three_ticks, timeout=5)
+        await dispatcher.drain()
+        await dispatcher.registry.cancel_all()
 
 
 class TestPermissionAnswers:

@@ -118,7 +118,7 @@ async def _start(state: AppState) -> None:
         log.exception("start-up database work failed")
     await _start_runtime(state)
     if state.settings.scheduler_enabled:
-        state.background.spawn(Scheduler(state).run(state.settings.scheduler_interval_s), name="task-scheduler")
+        state.dispatcher.start_schedules(state.settings.scheduler_interval_s)
 
 
 async def _stop(state: AppState) -> None:
@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_turn=partial(turn_runner.run_turn, state),
             run_execution=partial(task_runner.run_execution, state),
             warm_agent=partial(turn_runner.warm_agent, state),
+            tick_schedules=Scheduler(state).tick,
         ),
         agents=None,
         registry=state.background,

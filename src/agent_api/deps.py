@@ -49,9 +49,10 @@ async def get_db(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
 
 
 async def end_transaction(db: AsyncSession) -> None:
-    """Commit the request's work now. For the few routes that go on to wait for work that writes to the database
-    itself (a turn recording its end, say): under SQLite's single writer, waiting while holding the request's
-    transaction would stall it. Everywhere else the `DB` dependency commits when the route returns."""
+    """Commit the request's work now, for the few routes that go on to wait: for work that writes to the database
+    itself (a turn recording its end) or for something slow (a PDF, a health check, DNS). Under SQLite's single
+    writer, waiting while holding the request's transaction would stall every other writer. Everywhere else the
+    `DB` dependency commits when the route returns."""
     await db.commit()
 
 

@@ -33,6 +33,8 @@ class Jobs:
     run_turn: Callable[[uuid.UUID, uuid.UUID, uuid.UUID], Coroutine[Any, Any, None]]
     run_execution: Callable[[uuid.UUID], Coroutine[Any, Any, None]]
     warm_agent: Callable[[uuid.UUID], Coroutine[Any, Any, None]]
+    # One look for due task schedules (each slot claimed once, whichever process looks).
+    tick_schedules: Callable[[], Coroutine[Any, Any, Any]]
 
 
 class Dispatcher(ABC):
@@ -49,6 +51,10 @@ class Dispatcher(ABC):
     @abstractmethod
     def warm_agent(self, session_id: uuid.UUID) -> None:
         """Start the session's agent process ahead of its first message."""
+
+    @abstractmethod
+    def start_schedules(self, interval_s: float) -> None:
+        """Look for due task schedules every `interval_s` from now on."""
 
     @abstractmethod
     async def wait_turn(self, session_id: uuid.UUID, timeout: float | None) -> bool:  # noqa: ASYNC109
@@ -120,6 +126,17 @@ class InProcessDispatcher(Dispatcher):
     def warm_agent(self, session_id: uuid.UUID) -> None:
         if self.agents is not None and not self.draining:
             self.registry.spawn(self.jobs.warm_agent(session_id), name=f"warm-{session_id}")
+
+    def start_schedules(self, interval_s: float) -> None:
+        self.registry.spawn(self._tick_forever(interval_s), name="task-scheduler")
+
+    async def _tick_forever(self, interval_s: float) -> None:
+        while not self.draining:
+            try:
+                await self.jobs.tick_schedules()
+            except Exception:
+                log.exception("schedule tick failed")
+            await asyncio.sleep(interval_s)
 
     async def wait_turn(self, session_id: uuid.UUID, timeout: float | None) -> bool:  # noqa: ASYNC109
         task = self._turns.get(session_id)

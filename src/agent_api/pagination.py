@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
@@ -66,7 +66,23 @@ async def fetch_page(session: AsyncSession, stmt: Select[M], params: PageParams)
 S = TypeVar("S", bound=BaseModel)
 
 
-async def paged(session: AsyncSession, stmt: Select[Any], params: PageParams, schema: type[S]) -> Page[S]:
-    """One page of `stmt` as `Page[schema]`: where a list endpoint's envelope is built from its rows."""
+async def paged(
+    session: AsyncSession,
+    stmt: Select[Any],
+    params: PageParams,
+    read: type[S] | Callable[[list[Any]], Awaitable[list[S]]],
+) -> Page[S]:
+    """One page of `stmt` as the list envelope: where every list endpoint's page is built from its rows. `read` is
+    the read model, or a function that reads a page of rows at once (one query for a whole page's extras)."""
     rows, total = await fetch_page(session, stmt, params)
-    return Page[schema].build([schema.model_validate(r) for r in rows], total, params)  # type: ignore[valid-type]
+    if isinstance(read, type):
+        schema = cast(type[BaseModel], read)
+        items: list[Any] = [schema.model_validate(r) for r in rows]
+    else:
+        items = list(await read(rows))
+    return Page[Any].build(items, total, params)
+
+
+def page_of(items: Sequence[S], params: PageParams) -> Page[S]:
+    """One page of a list held in memory (a catalogue)."""
+    return Page[Any].build(items[params.offset : params.offset + params.page_size], len(items), params)

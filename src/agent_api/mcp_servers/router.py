@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 from pydantic import ValidationError
 
 from agent_api.auth.deps import CurrentUser
-from agent_api.deps import DB, State
+from agent_api.deps import DB, State, end_transaction
 from agent_api.errors import ValidationFailed
 from agent_api.mcp_servers import catalogue, desktop, service
 from agent_api.mcp_servers import repository as repo
@@ -26,7 +26,7 @@ from agent_api.mcp_servers.schemas import (
     ToolInfo,
 )
 from agent_api.models.base import utcnow
-from agent_api.pagination import Page, Pagination, fetch_page
+from agent_api.pagination import Page, Pagination, page_of, paged
 from agent_api.runtime import ssrf
 
 router = APIRouter(prefix="/mcp-servers", tags=["mcp servers"])
@@ -36,9 +36,7 @@ router = APIRouter(prefix="/mcp-servers", tags=["mcp servers"])
 async def list_templates(user: CurrentUser, params: Pagination) -> Page[TemplateRead]:
     """The catalogue of ready-made MCP server templates (filesystem, git, github, ...), paged; create a
     server from one with `POST /mcp-servers {"template": id, "values": {...}}`."""
-    items = list(catalogue.TEMPLATES.values())
-    page = items[params.offset : params.offset + params.page_size]
-    return Page[TemplateRead].build(page, len(items), params)
+    return page_of(list(catalogue.TEMPLATES.values()), params)
 
 
 @router.post(
@@ -88,10 +86,8 @@ async def list_servers(
 ) -> McpServerPage:
     """The caller's MCP servers plus global ones, by name; filters `server_type`, `is_enabled`. Secrets
     show as `***`."""
-    rows, total = await fetch_page(
-        db, repo.list_visible(user.id, server_type=server_type, is_enabled=is_enabled), params
-    )
-    return McpServerPage.build([McpServerRead.model_validate(r) for r in rows], total, params)
+    stmt = repo.list_visible(user.id, server_type=server_type, is_enabled=is_enabled)
+    return await paged(db, stmt, params, McpServerRead)
 
 
 @router.post("", response_model=McpServerRead, status_code=status.HTTP_201_CREATED)
@@ -130,7 +126,7 @@ async def _resolve_ahead(db: DB, urls: list[Any]) -> None:
     so far (authentication) committed: on SQLite it holds the write lock, and DNS can be slow."""
     wanted = [u for u in urls if isinstance(u, str)]
     if wanted:
-        await db.commit()
+        await end_transaction(db)
         await ssrf.prefetch(wanted)
 
 
@@ -150,7 +146,7 @@ async def health_check(server: VisibleServer, db: DB, state: State) -> HealthChe
     service.ensure_runnable(state, server)
     server_id, server_type, config = server.id, server.server_type, service.revealed_config(state, server)
     # The check can take seconds: the request's write transaction ends first, and the result is written after.
-    await db.commit()
+    await end_transaction(db)
     result = await service.run_health_check(state, server_type, config)
     async with state.db.transaction() as fresh:
         await service.record_health(fresh, server_id, result)

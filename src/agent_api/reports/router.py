@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import Response
 
 from agent_api.auth.deps import CurrentUser
-from agent_api.deps import DB, State
+from agent_api.deps import DB, State, end_transaction
 from agent_api.pagination import Page, Pagination
 from agent_api.reports import service
 from agent_api.reports.deps import OwnedReport
@@ -60,7 +60,7 @@ async def download_report(report: OwnedReport, db: DB, fmt: Annotated[str, Query
     400 `invalid_format` for another format; 404 for another user's report."""
     download = service.prepare_download(report, fmt)
     # A PDF can take seconds to render: hold no database connection meanwhile.
-    await db.commit()
+    await end_transaction(db)
     body = await service.render_download(download)
     headers = {"Content-Disposition": f'attachment; filename="{download.filename}"'}
     return Response(body, media_type=download.media_type, headers=headers)

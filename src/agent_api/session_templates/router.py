@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB
-from agent_api.pagination import Page, PageParams, Pagination, fetch_page
+from agent_api.pagination import Page, PageParams, Pagination, paged
 from agent_api.session_templates import repository as repo
 from agent_api.session_templates import service
 from agent_api.session_templates.deps import OwnTemplate, VisibleTemplate
@@ -43,16 +44,14 @@ async def list_templates(
 ) -> Page[TemplateRead]:
     """Templates the caller can see, newest first: `?scope=my|public|accessible` (default accessible: own,
     public and shared with the caller), `?category=`."""
-    rows, total = await fetch_page(db, repo.listing(user.id, scope, category), params)
-    return Page[TemplateRead].build(await service.to_reads(db, user, rows), total, params)
+    return await paged(db, repo.listing(user.id, scope, category), params, partial(service.to_reads, db, user))
 
 
 @router.post("/search", response_model=Page[TemplateRead])
 async def search_templates(body: TemplateSearch, user: CurrentUser, db: DB) -> Page[TemplateRead]:
     """Full-text search of the templates the caller can see, best match first (name, then tags, then
     description; words match as prefixes); filters `category`, `tags`, `scope`. Without a term, most used first."""
-    rows, total, params = await service.search(db, user, body)
-    return Page[TemplateRead].build(await service.to_reads(db, user, rows), total, params)
+    return await service.search(db, user, body)
 
 
 @router.get("/popular/top", response_model=Page[TemplateRead])
@@ -60,9 +59,7 @@ async def popular_templates(
     user: CurrentUser, db: DB, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> Page[TemplateRead]:
     """The list envelope like every list: one page of `limit` items, `total` counting every visible template."""
-    params = PageParams(1, limit)
-    rows, total = await fetch_page(db, repo.popular(user.id), params)
-    return Page[TemplateRead].build(await service.to_reads(db, user, rows), total, params)
+    return await paged(db, repo.popular(user.id), PageParams(1, limit), partial(service.to_reads, db, user))
 
 
 @router.get("/{template_id}", response_model=TemplateRead)

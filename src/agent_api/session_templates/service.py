@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,7 +15,7 @@ from agent_api.errors import Forbidden, NotFound, ValidationFailed
 from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import SessionTemplate, User
 from agent_api.models.base import utcnow
-from agent_api.pagination import PageParams, fetch_page
+from agent_api.pagination import Page, PageParams, paged
 from agent_api.session_templates import repository as repo
 from agent_api.session_templates.schemas import TemplateFields, TemplateRead, TemplateSearch, TemplateSharing
 
@@ -108,8 +109,8 @@ async def to_reads(db: AsyncSession, user: User, templates: Sequence[SessionTemp
     return reads
 
 
-async def search(db: AsyncSession, user: User, body: TemplateSearch) -> tuple[list[SessionTemplate], int, PageParams]:
-    params = PageParams(body.page, body.page_size)
+async def search(db: AsyncSession, user: User, body: TemplateSearch) -> Page[TemplateRead]:
+    """Ranked full-text search over the templates the user can see, one page of it."""
     stmt = repo.search(
         db.get_bind().dialect.name,
         user.id,
@@ -118,8 +119,7 @@ async def search(db: AsyncSession, user: User, body: TemplateSearch) -> tuple[li
         body.category,
         body.tags,
     )
-    rows, total = await fetch_page(db, stmt, params)
-    return rows, total, params
+    return await paged(db, stmt, PageParams(body.page, body.page_size), partial(to_reads, db, user))
 
 
 SettingsT = TypeVar("SettingsT", bound=SessionSettings)

@@ -7,7 +7,6 @@ newest missed slot runs once; the older ones are recorded as `skipped` (up to MA
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -77,11 +76,3 @@ class Scheduler:
             if inserted:
                 await repo.count_execution(db, task.id)
             return values["id"] if inserted and status == "queued" else None
-
-    async def run(self, interval_s: float) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("schedule tick failed")
-            await asyncio.sleep(interval_s)
