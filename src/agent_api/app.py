@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -64,9 +67,18 @@ class SandboxUnavailable(RuntimeError):
     pass
 
 
+def agent_tmp_root(settings: Settings) -> Path:
+    """Where agents get their own temporary directories: short (see `RuntimeConfig.tmp_dir`), one per data dir."""
+    tag = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()).resolve() / f"agent-api-{tag}"
+
+
 def private_paths(settings: Settings) -> tuple[str, ...]:
-    """What agents' sandboxed Bash must not read: the data dir, and a SQLite database kept elsewhere."""
-    paths = [str(settings.data_dir.resolve())]
+    """What agents' sandboxed Bash must not read: the data dir, other sessions' temporary directories, and a SQLite
+    database kept elsewhere."""
+    # The CLI's default temporary directory, shared by every process of this user, is no agent's business either.
+    shared_tmp = Path(tempfile.gettempdir()).resolve() / f"claude-{os.getuid()}"
+    paths = [str(settings.data_dir.resolve()), str(agent_tmp_root(settings)), str(shared_tmp)]
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite" and url.database:
         database = Path(url.database).resolve()
@@ -94,6 +106,7 @@ async def _start_runtime(state: AppState) -> None:
             config_dir=config_dir.resolve(),
             bash_sandboxed=state.bash_sandboxed,
             private_paths=private_paths(settings),
+            tmp_root=agent_tmp_root(settings),
         ),
         max_live=settings.max_live_sessions,
         idle_timeout_s=settings.idle_timeout_s,

@@ -74,8 +74,18 @@ class TestSandboxAndNetworkChecks:
     def test_network_targets_of_each_tool(self) -> None:
         assert permissions.network_targets("WebFetch", {"url": "http://x.example/"}) == ["http://x.example/"]
         assert permissions.network_targets("SandboxNetworkAccess", {"host": "::1"}) == ["http://[::1]/"]
-        nested = {"a": [{"b": " https://inner.example/path "}], "note": "see http://not-a-target in prose"}
-        assert permissions.network_targets("mcp__fetch__get", nested) == ["https://inner.example/path"]
+        nested = {"a": [{"b": " https://inner.example/path "}], "note": "see http://in.prose/x too"}
+        assert permissions.network_targets("mcp__fetch__get", nested) == [
+            "https://inner.example/path",
+            "http://in.prose/x",
+        ]
+        lax = {"u": "http:/\\127.0.0.1/", "v": "//10.0.0.1/x", "host": "::1", "http://key.example/": 1}
+        assert set(permissions.network_targets("mcp__fetch__get", lax)) == {
+            "http://127.0.0.1/",
+            "http://10.0.0.1/x",
+            "http://[::1]/",
+            "http://key.example/",
+        }
         assert permissions.network_targets("Bash", {"command": "curl http://127.0.0.1"}) == []
 
     @pytest.mark.parametrize(
@@ -90,6 +100,13 @@ class TestSandboxAndNetworkChecks:
             ("SandboxNetworkAccess", {"host": "127.0.0.1"}),
             ("SandboxNetworkAccess", {"host": "10.1.2.3"}),
             ("mcp__fetch__get", {"request": {"url": "ws://127.0.0.1:5432/"}}),
+            ("mcp__fetch__get", {"url": "file:///etc/passwd"}),
+            ("mcp__fetch__get", {"url": "gopher://example.com/"}),
+            ("mcp__fetch__get", {"text": "fetch http://169.254.169.254/latest please"}),
+            ("mcp__db__query", {"host": "127.0.0.1", "port": 5432}),
+            ("mcp__fetch__get", {"urls": ["https://93.184.216.34/"] * 20 + ["http://127.0.0.1/"]}),
+            ("mcp__fetch__get", {"a": [[[[[[[[[["https://93.184.216.34/"]]]]]]]]]]}),
+            ("WebFetch", {"url": "http://[2002:7f00:1::]/"}),
         ],
     )
     async def test_internal_targets_are_denied(self, tool: str, tool_input: dict[str, object]) -> None:
@@ -99,3 +116,25 @@ class TestSandboxAndNetworkChecks:
     async def test_public_literal_targets_pass(self) -> None:
         assert await permissions.network_guard("WebFetch", {"url": "https://93.184.216.34/"}) is None
         assert await permissions.network_guard("SandboxNetworkAccess", {"host": "2606:4700::1111"}) is None
+
+
+class TestPathsThroughLinks:
+    """The CLI opens a path after the check, outside the sandbox: a link on the way could be swapped in between."""
+
+    def test_a_path_through_a_link_is_refused_even_inside(self, tmp_path: Path) -> None:
+        (tmp_path / "real").mkdir()
+        (tmp_path / "real" / "notes.txt").write_text("x")
+        (tmp_path / "link").symlink_to(tmp_path / "real")
+        for raw in ("link/notes.txt", str(tmp_path / "link" / "notes.txt"), "real/../link/notes.txt"):
+            verdict = path_guard(tmp_path, "Read", {"file_path": raw})
+            assert verdict is not None and verdict.decided_by == "path_guard" and "symbolic link" in verdict.reason
+        assert path_guard(tmp_path, "Read", {"file_path": "real/notes.txt"}) is None
+        assert path_guard(tmp_path, "Write", {"file_path": "real/new/deeper.txt"}) is None  # not there yet
+
+    def test_path_fields_of_tools_the_guard_does_not_know(self, tmp_path: Path) -> None:
+        outside = path_guard(tmp_path, "Workflow", {"scriptPath": "/etc/passwd", "name": "x"})
+        assert outside is not None and "scriptPath" in outside.reason
+        assert path_guard(tmp_path, "EnterWorktree", {"path": "../elsewhere"}) is not None
+        assert path_guard(tmp_path, "Workflow", {"scriptPath": "inside.js"}) is None
+        assert path_guard(tmp_path, "TodoWrite", {"todos": []}) is None
+        assert path_guard(tmp_path, "mcp__fs__read", {"path": "/etc/passwd"}) is None  # MCP servers judge their own

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -170,6 +171,35 @@ class TestSandboxedBashStaysInside:
                 listener.accept()
         finally:
             listener.close()
+
+    async def test_each_session_has_its_own_temporary_directory(
+        self, app: object, client: httpx.AsyncClient, sessions: SessionsApi, users: Users
+    ) -> None:
+        """The CLI keeps background commands' output in its temporary directory; a shared one let any session
+        read (and rewrite) another's."""
+        state = app_state(app)
+        other = SessionsApi(client, await users.create())
+        a = await other.create(permission_mode="bypassPermissions")
+        r = await other.query(a["id"], "run: echo OUTPUT-OF-A > $TMPDIR/a.txt; echo $TMPDIR")
+        assert r.status_code == 200, r.text
+        agents = state.require_agents()
+        tmp_a = agents.config.tmp_dir(uuid.UUID(a["id"]))
+        assert tmp_a is not None
+        [written] = tmp_a.rglob("a.txt")  # the CLI gives Bash a directory inside its own
+        assert written.read_text().strip() == "OUTPUT-OF-A"
+        b = await sessions.create(permission_mode="bypassPermissions")
+        shared = Path(tempfile.gettempdir()) / f"claude-{os.getuid()}"
+        r = await sessions.query(b["id"], f"run: echo $TMPDIR; cat {written}; ls {tmp_a} {shared}")
+        assert r.status_code == 200, r.text
+        [call] = await sessions.items(b["id"], "tool-calls")
+        output = json.dumps(call["output"])
+        assert "OUTPUT-OF-A" not in output, output
+        assert f"{tmp_a}': No such file" in output or f"{tmp_a}': Permission denied" in output, output
+        shared_listing = call["output"].split(f"{shared}:")[-1] if f"{shared}:" in call["output"] else ""
+        assert shared_listing.strip() == "", output  # the CLI's default shared directory shows nothing
+        assert str(agents.config.tmp_dir(uuid.UUID(b["id"]))) in output
+        await agents.close(uuid.UUID(a["id"]))
+        assert not tmp_a.exists()  # gone with the agent process
 
 
 class TestNetworkOutsideBash:

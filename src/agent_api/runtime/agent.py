@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -85,13 +86,20 @@ class RuntimeConfig:
     # Absolute paths sandboxed Bash may not read (the data dir: the secret key, the database, other sessions'
     # files and transcripts); the session's own working directory inside them stays readable.
     private_paths: tuple[str, ...] = ()
+    # Where each agent process gets a temporary directory of its own (the CLI keeps background commands' output
+    # there); None: the host's, shared by every session.
+    tmp_root: Path | None = None
+
+    def tmp_dir(self, session_id: uuid.UUID) -> Path | None:
+        # Short: the sandbox's bridge sockets live in it, and a Unix socket's path is at most 107 bytes.
+        return self.tmp_root / session_id.hex[:16] if self.tmp_root is not None else None
 
 
 class AgentStartError(Exception):
     pass
 
 
-def sandbox_settings(config: RuntimeConfig, cwd: Path) -> SandboxSettings | None:
+def sandbox_settings(config: RuntimeConfig, cwd: Path, tmp: Path | None = None) -> SandboxSettings | None:
     """The CLI's Bash sandbox, with every way out closed: no command may ask to run outside it
     (`dangerouslyDisableSandbox` is ignored), none is excluded from it, no weaker nested mode."""
     if not config.bash_sandboxed:
@@ -105,7 +113,8 @@ def sandbox_settings(config: RuntimeConfig, cwd: Path) -> SandboxSettings | None
     }
     if config.private_paths:
         # The CLI reads `filesystem` although the SDK's TypedDict does not list it yet.
-        sandbox["filesystem"] = {"denyRead": list(config.private_paths), "allowRead": [str(cwd)]}  # type: ignore[typeddict-unknown-key]
+        readable = [str(cwd)] + ([str(tmp)] if tmp is not None else [])
+        sandbox["filesystem"] = {"denyRead": list(config.private_paths), "allowRead": readable}  # type: ignore[typeddict-unknown-key]
     return sandbox
 
 
@@ -146,6 +155,11 @@ class LiveAgent:
     def _options(self) -> ClaudeAgentOptions:
         spec = self.spec
         env = {**self.config.env, "CLAUDE_CONFIG_DIR": str(self.config.config_dir)}
+        tmp = self.config.tmp_dir(spec.session_id)
+        if tmp is not None:
+            # Not the host's shared /tmp/claude-<uid>: there one session's Bash could read another's output.
+            tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+            env |= {"TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp)}
         return ClaudeAgentOptions(
             cwd=str(spec.cwd),
             system_prompt=spec.system_prompt,
@@ -168,7 +182,7 @@ class LiveAgent:
                 "UserPromptSubmit": [HookMatcher(matcher=None, hooks=[self._hook_recorder("UserPromptSubmit")])],
                 "Stop": [HookMatcher(matcher=None, hooks=[self._hook_recorder("Stop")])],
             },
-            sandbox=sandbox_settings(self.config, spec.cwd),
+            sandbox=sandbox_settings(self.config, spec.cwd, tmp),
             # Token deltas feed `?partial=1` stream subscribers; they are never stored.
             include_partial_messages=True,
             stderr=self._on_stderr,
@@ -297,6 +311,9 @@ class LiveAgent:
             self._client = None
             with contextlib.suppress(Exception):
                 await client.disconnect()
+            tmp = self.config.tmp_dir(self.spec.session_id)
+            if tmp is not None:
+                await asyncio.to_thread(shutil.rmtree, tmp, True)
 
     async def _run_turn(
         self, client: ClaudeSDKClient, prompt: str, observer: TurnObserver, done: asyncio.Future[Any]

@@ -7,6 +7,7 @@ glob over the tool's main argument (the command for Bash, the path for file tool
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ FILE_TOOL_PATH_FIELDS = {
     "NotebookRead": "notebook_path",
 }
 _WILDCARDS = re.compile(r"[*?\[{]")
+_PATH_FIELD = re.compile(r"(?:^|_)(?:path|dir|directory|cwd)$|(?:Path|Dir|Directory)$")
 READ_ONLY_TOOLS = frozenset({"Read", "Glob", "Grep", "LS", "TodoWrite", "TodoRead", "NotebookRead", "BashOutput"})
 EDIT_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 
@@ -37,7 +39,6 @@ DecidedBy = Literal["mode", "rule", "user", "timeout", "cancelled", "path_guard"
 UNSANDBOXED_FLAG = "dangerouslyDisableSandbox"
 # What the CLI's sandbox network proxy asks `can_use_tool` before a sandboxed command reaches a new host.
 SANDBOX_NETWORK_TOOL = "SandboxNetworkAccess"
-_URL_SCHEMES = ("http://", "https://", "ws://", "wss://", "ftp://")
 _MAX_URLS_CHECKED = 20
 
 
@@ -81,18 +82,58 @@ def _glob_root(pattern: str) -> str:
     return fixed.rsplit("/", 1)[0] if "/" in fixed else "."
 
 
+def crosses_symlink(cwd: Path, raw: str) -> bool:
+    """Whether a path, walked from the session directory down, passes through a symbolic link.
+
+    The CLI opens the path after our check, in its own process outside the sandbox; the agent's Bash could swap a
+    directory on the way for a link to the data dir in between. Paths through links are refused, so a swap has to
+    beat the check's own walk as well as the CLI's.
+    """
+    root = os.path.realpath(cwd)
+    rel = raw
+    if os.path.isabs(raw):
+        prefixes = [p.rstrip("/") for p in {os.path.abspath(cwd), root}]
+        inside = [raw[len(p) :] for p in prefixes if raw == p or raw.startswith(p + "/")]
+        if not inside:
+            return True  # not under the session directory as written: treat as leaving it
+        rel = inside[0].lstrip("/")
+    current = root
+    for part in Path(rel).parts:
+        if part in ("", "."):
+            continue
+        current = os.path.dirname(current) if part == ".." else os.path.join(current, part)
+        if os.path.islink(current):
+            return True
+        if not os.path.lexists(current):
+            return False  # a path still to be created: nothing further to follow
+    return False
+
+
+def _path_fields(tool_name: str, tool_input: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every input field that names a path: the known file tools' own, and for any other built-in tool (the CLI
+    adds tools between versions) fields named like a path or a directory."""
+    known = FILE_TOOL_PATH_FIELDS.get(tool_name)
+    if known is not None:
+        return [(known, tool_input.get(known))]
+    if tool_name.startswith("mcp__"):
+        return []
+    return [(k, v) for k, v in tool_input.items() if _PATH_FIELD.search(k)]
+
+
 def path_guard(cwd: Path, tool_name: str, tool_input: dict[str, Any]) -> Verdict | None:
-    """Deny a file tool whose path (or, for Glob, pattern) resolves outside the session's directory."""
-    field = FILE_TOOL_PATH_FIELDS.get(tool_name)
-    if field is None:
-        return None
-    raw = tool_input.get(field)
+    """Deny a tool whose path (or, for Glob, pattern) resolves outside the session's directory or through a link."""
     base = cwd
-    if raw is not None and raw != "":
+    for field, raw in _path_fields(tool_name, tool_input):
+        if raw is None or raw == "":
+            continue
         resolved = resolve_inside(cwd, raw) if isinstance(raw, str) else None
         if resolved is None:
             return Verdict(
-                "deny", "path_guard", f"{tool_name} path {str(raw)[:200]!r} is outside the session directory"
+                "deny", "path_guard", f"{tool_name} {field} {str(raw)[:200]!r} is outside the session directory"
+            )
+        if crosses_symlink(cwd, raw):
+            return Verdict(
+                "deny", "path_guard", f"{tool_name} {field} {str(raw)[:200]!r} passes through a symbolic link"
             )
         base = resolved
     pattern = tool_input.get("pattern") if tool_name == "Glob" else None
@@ -126,23 +167,41 @@ def leaves_sandbox(tool_name: str, tool_input: dict[str, Any], bash_sandboxed: b
     )
 
 
-def _urls_in(value: Any, found: list[str], depth: int = 0) -> None:
-    if len(found) >= _MAX_URLS_CHECKED or depth > 8:
-        return
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+|(?<![:\w/])//[^\s\"'<>/]+[^\s\"'<>]*")
+# URL parsers that follow the WHATWG standard read "http:/host", "http:\\host" and "http:host" as http://host.
+_LAX_SPECIAL_URL = re.compile(r"\b(https?|wss?|ftp|file):/*(?=[^\s/])", re.IGNORECASE)
+_HOST_KEYS = frozenset({"host", "hostname", "ip", "address", "server"})
+
+
+class TooManyTargets(Exception):
+    pass
+
+
+def _collect_urls(value: Any, found: list[str], depth: int = 0) -> None:
+    """Every URL-like target in a tool input: URLs inside text and in keys, `//host` references and host fields.
+    Past the limits of what is checked, the whole input is refused rather than partly checked."""
+    if depth > 8 or len(found) > _MAX_URLS_CHECKED:
+        raise TooManyTargets
     if isinstance(value, str):
-        text = value.strip()
-        if text.lower().startswith(_URL_SCHEMES) and not any(c.isspace() for c in text):
-            found.append(text)
+        text = _LAX_SPECIAL_URL.sub(lambda m: m.group(1) + "://", value.replace("\\", "/"))
+        found.extend(m if "://" in m else "http:" + m for m in _URL_IN_TEXT.findall(text))
     elif isinstance(value, dict):
-        for item in value.values():
-            _urls_in(item, found, depth + 1)
+        for key, item in value.items():
+            _collect_urls(key, found, depth + 1)
+            if isinstance(key, str) and key.lower() in _HOST_KEYS and isinstance(item, str) and item.strip():
+                host = item.strip()
+                found.append(f"http://[{host}]/" if ":" in host and not host.startswith("[") else f"http://{host}/")
+            _collect_urls(item, found, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _urls_in(item, found, depth + 1)
+            _collect_urls(item, found, depth + 1)
+    if len(found) > _MAX_URLS_CHECKED:
+        raise TooManyTargets
 
 
 def network_targets(tool_name: str, tool_input: dict[str, Any]) -> list[str]:
-    """The URLs a tool would reach from the CLI process itself, outside the Bash sandbox."""
+    """The URLs a tool would reach from the CLI process itself, outside the Bash sandbox. Raises
+    `TooManyTargets` when an input holds more than can be checked."""
     if tool_name == "WebFetch":
         return [str(tool_input.get("url") or "")]
     if tool_name == SANDBOX_NETWORK_TOOL:
@@ -150,7 +209,7 @@ def network_targets(tool_name: str, tool_input: dict[str, Any]) -> list[str]:
         return [f"http://[{host}]/" if ":" in host and not host.startswith("[") else f"http://{host}/"]
     if tool_name.startswith("mcp__"):
         found: list[str] = []
-        _urls_in(tool_input, found)
+        _collect_urls(tool_input, found)
         return found
     return []
 
@@ -158,8 +217,14 @@ def network_targets(tool_name: str, tool_input: dict[str, Any]) -> list[str]:
 async def network_guard(tool_name: str, tool_input: dict[str, Any]) -> Verdict | None:
     """Deny a tool that would reach a loopback, private, link-local or metadata address (the model-key relay,
     the database, other services on this host, cloud credentials), or a target that cannot be checked."""
-    for url in network_targets(tool_name, tool_input):
+    try:
+        targets = network_targets(tool_name, tool_input)
+    except TooManyTargets:
+        return Verdict("deny", "sandbox", f"{tool_name} input holds more network targets than are checked")
+    for url in targets:
         scheme = url.split("://", 1)[0].lower()
+        if scheme not in ("http", "https", "ws", "wss"):
+            return Verdict("deny", "sandbox", f"{tool_name} may not reach {url[:200]!r}: only http(s) and ws(s)")
         checked = url if scheme in ("http", "https") else "http" + url[len(scheme) :]
         try:
             await ssrf.check_url(checked, ())
