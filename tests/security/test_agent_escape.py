@@ -88,6 +88,11 @@ async def _everything_said(app: object, client: httpx.AsyncClient, sessions: Ses
     return "\n".join(parts)
 
 
+async def _session_row(state: Any, session_id: str) -> Any:
+    async with state.db.transaction(readonly=True) as db:
+        return await service.get_session(db, uuid.UUID(session_id))
+
+
 class TestUnsandboxedBashIsRefused:
     @pytest.mark.parametrize(
         "settings",
@@ -183,8 +188,8 @@ class TestSandboxedBashStaysInside:
         r = await other.query(a["id"], "run: echo OUTPUT-OF-A > $TMPDIR/a.txt; echo $TMPDIR")
         assert r.status_code == 200, r.text
         agents = state.require_agents()
-        tmp_a = agents.config.tmp_dir(uuid.UUID(a["id"]))
-        assert tmp_a is not None
+        tmp_a = agents.warm(turn_runner.spec_for(state, await _session_row(state, a["id"]))).tmp
+        assert tmp_a is not None and tmp_a.is_dir()
         [written] = tmp_a.rglob("a.txt")  # the CLI gives Bash a directory inside its own
         assert written.read_text().strip() == "OUTPUT-OF-A"
         b = await sessions.create(permission_mode="bypassPermissions")
@@ -197,7 +202,8 @@ class TestSandboxedBashStaysInside:
         assert f"{tmp_a}': No such file" in output or f"{tmp_a}': Permission denied" in output, output
         shared_listing = call["output"].split(f"{shared}:")[-1] if f"{shared}:" in call["output"] else ""
         assert shared_listing.strip() == "", output  # the CLI's default shared directory shows nothing
-        assert str(agents.config.tmp_dir(uuid.UUID(b["id"]))) in output
+        tmp_b = agents.warm(turn_runner.spec_for(state, await _session_row(state, b["id"]))).tmp
+        assert str(tmp_b) in output
         await agents.close(uuid.UUID(a["id"]))
         assert not tmp_a.exists()  # gone with the agent process
 
@@ -307,7 +313,8 @@ class TestSdkOptions:
         # The session's own live agent (started when it was created), asked for the options it gives the CLI.
         options = app_state(app).require_agents().warm(spec)._options()
         assert options.add_dirs == [] and options.extra_args == {} and options.settings is None
-        assert options.cli_path is None and options.plugins == []
+        # The CLI runs confined (runtime.confine): a wrapper of the server's own, never a client's choice.
+        assert str(options.cli_path).endswith("/claude-confined") and options.plugins == []
         assert options.sandbox is not None and options.sandbox["allowUnsandboxedCommands"] is False
         assert options.sandbox["excludedCommands"] == []
         assert options.permission_mode == "default"

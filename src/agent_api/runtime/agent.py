@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 import uuid
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher, ResultMessage, SystemMessage
-from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, SandboxSettings, ToolPermissionContext
+from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
 
-from agent_api.runtime import permissions
+from agent_api.runtime import confine, permissions
+from agent_api.runtime.confine import cli_permission_mode, sandbox_settings
 from agent_api.runtime.permissions import Verdict
 
 log = logging.getLogger("agent_api.runtime")
@@ -90,39 +92,16 @@ class RuntimeConfig:
     # there); None: the host's, shared by every session.
     tmp_root: Path | None = None
 
-    def tmp_dir(self, session_id: uuid.UUID) -> Path | None:
-        # Short: the sandbox's bridge sockets live in it, and a Unix socket's path is at most 107 bytes.
-        return self.tmp_root / session_id.hex[:16] if self.tmp_root is not None else None
+    def new_tmp_dir(self, session_id: uuid.UUID) -> Path | None:
+        """A fresh directory name for one agent process of the session (a closing predecessor removes its own).
+        Short: the sandbox's bridge sockets live in it, and a Unix socket's path is at most 107 bytes."""
+        if self.tmp_root is None:
+            return None
+        return self.tmp_root / f"{session_id.hex[:12]}-{secrets.token_hex(3)}"
 
 
 class AgentStartError(Exception):
     pass
-
-
-def sandbox_settings(config: RuntimeConfig, cwd: Path, tmp: Path | None = None) -> SandboxSettings | None:
-    """The CLI's Bash sandbox, with every way out closed: no command may ask to run outside it
-    (`dangerouslyDisableSandbox` is ignored), none is excluded from it, no weaker nested mode."""
-    if not config.bash_sandboxed:
-        return None
-    sandbox: SandboxSettings = {
-        "enabled": True,
-        "autoAllowBashIfSandboxed": True,
-        "allowUnsandboxedCommands": False,
-        "excludedCommands": [],
-        "enableWeakerNestedSandbox": False,
-    }
-    if config.private_paths:
-        # The CLI reads `filesystem` although the SDK's TypedDict does not list it yet.
-        readable = [str(cwd)] + ([str(tmp)] if tmp is not None else [])
-        sandbox["filesystem"] = {"denyRead": list(config.private_paths), "allowRead": readable}  # type: ignore[typeddict-unknown-key]
-    return sandbox
-
-
-def cli_permission_mode(mode: str) -> str:
-    """The mode the CLI runs in. Its own `bypassPermissions` approves everything before `can_use_tool` is asked,
-    including the hosts its sandbox network proxy lets sandboxed Bash reach (loopback among them): the CLI runs
-    such sessions in `default` and our hook and `can_use_tool` approve as bypassPermissions would, minus that."""
-    return "default" if mode == "bypassPermissions" else mode
 
 
 _CLOSE = object()
@@ -140,6 +119,8 @@ class LiveAgent:
         # result (a resumed process may start from a total its predecessor saved: see `runtime.costs`).
         self.billed_total_usd: float | None = None
         self.last_used = time.monotonic()
+        # This process's own temporary directory (see `RuntimeConfig.new_tmp_dir`).
+        self.tmp = config.new_tmp_dir(spec.session_id)
         self.busy = False
         self.interrupted = False
         self._observer: TurnObserver | None = None
@@ -155,12 +136,13 @@ class LiveAgent:
     def _options(self) -> ClaudeAgentOptions:
         spec = self.spec
         env = {**self.config.env, "CLAUDE_CONFIG_DIR": str(self.config.config_dir)}
-        tmp = self.config.tmp_dir(spec.session_id)
+        tmp = self.tmp
         if tmp is not None:
             # Not the host's shared /tmp/claude-<uid>: there one session's Bash could read another's output.
             tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
             env |= {"TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp)}
         return ClaudeAgentOptions(
+            cli_path=self._confined_cli(tmp),
             cwd=str(spec.cwd),
             system_prompt=spec.system_prompt,
             permission_mode=cli_permission_mode(spec.permission_mode),  # type: ignore[arg-type]
@@ -187,6 +169,14 @@ class LiveAgent:
             include_partial_messages=True,
             stderr=self._on_stderr,
         )
+
+    def _confined_cli(self, tmp: Path | None) -> str | None:
+        """With the sandbox on, the CLI process itself runs where the data dir is empty (`runtime.confine`)."""
+        config = self.config
+        if not config.bash_sandboxed or tmp is None:
+            return None
+        mounted = [Path(os.path.realpath(self.spec.cwd)), config.config_dir, tmp]
+        return confine.write_wrapper(tmp, list(config.private_paths), mounted)
 
     @property
     def _mcp_file(self) -> Path:
@@ -311,9 +301,8 @@ class LiveAgent:
             self._client = None
             with contextlib.suppress(Exception):
                 await client.disconnect()
-            tmp = self.config.tmp_dir(self.spec.session_id)
-            if tmp is not None:
-                await asyncio.to_thread(shutil.rmtree, tmp, True)
+            if self.tmp is not None:
+                await asyncio.to_thread(shutil.rmtree, self.tmp, True)
 
     async def _run_turn(
         self, client: ClaudeSDKClient, prompt: str, observer: TurnObserver, done: asyncio.Future[Any]
