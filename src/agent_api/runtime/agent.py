@@ -180,6 +180,9 @@ class LiveAgent:
 
     @property
     def _mcp_file(self) -> Path:
+        # In the process's own temporary directory when it has one: hidden from every other agent's namespace.
+        if self.tmp is not None:
+            return self.tmp / "mcp.json"
         return self.config.config_dir / f"mcp-{self.spec.session_id}.json"
 
     def _mcp_config_file(self) -> Path | dict[str, Any]:
