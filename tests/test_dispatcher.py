@@ -67,6 +67,26 @@ class TestAfterCommit:
             assert started == []  # not before the commit
         assert started == ["committed"]
 
+    async def test_savepoints_neither_start_work_early_nor_keep_what_they_rolled_back(self, app: object) -> None:
+        started: list[str] = []
+        with pytest.raises(RuntimeError):
+            async with app_state(app).db.transaction() as db:
+                after_commit(db, lambda: started.append("before the savepoint"))
+                async with db.begin_nested():
+                    pass  # released: not the transaction's commit
+                assert started == []
+                raise RuntimeError("the transaction itself fails")
+        assert started == []
+        async with app_state(app).db.transaction() as db:
+            after_commit(db, lambda: started.append("kept"))
+            with pytest.raises(ValueError):
+                async with db.begin_nested():
+                    after_commit(db, lambda: started.append("rolled back with its savepoint"))
+                    raise ValueError
+            async with db.begin_nested():
+                after_commit(db, lambda: started.append("released savepoint"))
+        assert started == ["kept", "released savepoint"]
+
     async def test_a_turn_whose_transaction_rolls_back_is_not_run(self, app: object, sessions: SessionsApi) -> None:
         state = app_state(app)
         s = await sessions.create(permission_mode="bypassPermissions")
@@ -153,6 +173,15 @@ class TestPermissionAnswers:
         assert any(
             c["name"] == "Write" and c["status"] == "completed" for c in await sessions.items(s["id"], "tool-calls")
         )
+
+    async def test_an_answer_that_comes_before_the_wait_is_not_missed(self) -> None:
+        """The request is streamed when it commits; a quick client can answer before the turn starts waiting."""
+        dispatcher = Recorder().dispatcher_for()
+        request_id, session_id = uuid.uuid4(), uuid.uuid4()
+        dispatcher.expect_permission(request_id, session_id)
+        assert dispatcher.answer_permission(request_id, "allow", "at once") is True
+        assert await dispatcher.wait_permission(request_id, session_id, 5) == ("allow", "at once")
+        assert dispatcher._waiters == {} and dispatcher._questions == {}  # nothing left behind
 
     async def test_an_answer_nobody_waits_for_is_reported(self) -> None:
         dispatcher = Recorder().dispatcher_for()

@@ -19,6 +19,7 @@ log = logging.getLogger("agent_api.db")
 SQLITE_BEGIN = "sqlite_begin"
 # Key in `session.info` where a transaction keeps the work to start once it commits (see `after_commit`).
 AFTER_COMMIT = "after_commit"
+SAVEPOINT_MARKS = "after_commit_savepoint_marks"
 
 
 def is_sqlite(url: str) -> bool:
@@ -83,13 +84,23 @@ class Database:
         class _Session(SyncSession):
             pass
 
+        event.listen(_Session, "after_transaction_create", self._after_transaction_create)
         event.listen(_Session, "after_commit", self._after_commit)
         event.listen(_Session, "after_soft_rollback", self._after_rollback)
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, autoflush=True, sync_session_class=_Session
         )
 
+    @staticmethod
+    def _after_transaction_create(session: SyncSession, transaction: Any) -> None:
+        if transaction.nested:  # a savepoint: what was queued before it survives its rollback, nothing after
+            marks = session.info.setdefault(SAVEPOINT_MARKS, {})
+            marks[id(transaction)] = len(session.info.get(AFTER_COMMIT, ()))
+
     def _after_commit(self, session: SyncSession) -> None:
+        if session.in_nested_transaction():
+            return  # a savepoint was released: the work waits for the transaction itself to commit
+        session.info.pop(SAVEPOINT_MARKS, None)
         for job in session.info.pop(AFTER_COMMIT, None) or ():
             try:
                 job()
@@ -99,8 +110,13 @@ class Database:
     @staticmethod
     def _after_rollback(session: SyncSession, previous: Any) -> None:
         if getattr(previous, "nested", False):
-            return  # a savepoint rolled back; the transaction, and what it queued before, goes on
+            # A savepoint rolled back: the transaction goes on, without what was queued inside the savepoint.
+            mark = session.info.get(SAVEPOINT_MARKS, {}).pop(id(previous), None)
+            if mark is not None and AFTER_COMMIT in session.info:
+                del session.info[AFTER_COMMIT][mark:]
+            return
         session.info.pop(AFTER_COMMIT, None)
+        session.info.pop(SAVEPOINT_MARKS, None)
 
     @property
     def is_sqlite(self) -> bool:

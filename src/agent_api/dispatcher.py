@@ -15,7 +15,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agent_api.background import TaskRegistry
 from agent_api.runtime.pool import AgentPool
@@ -61,6 +61,14 @@ class Dispatcher(ABC):
         """Wait until the session's submitted turn has finished; False when `timeout` came first."""
 
     @abstractmethod
+    async def wait_turn_or_question(
+        self,
+        session_id: uuid.UUID,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> Literal["finished", "question", "timeout"]:
+        """Wait until the session's turn finishes or asks a person something, whichever comes first."""
+
+    @abstractmethod
     async def interrupt(self, session_id: uuid.UUID) -> bool:
         """Stop the session's turn, also one not yet started; False when it has none."""
 
@@ -75,6 +83,14 @@ class Dispatcher(ABC):
     @abstractmethod
     async def cancel_execution(self, execution_id: uuid.UUID, session_id: uuid.UUID | None) -> None:
         """Stop a cancelled execution's turn (the cancel itself is already on its row)."""
+
+    @abstractmethod
+    def expect_permission(self, request_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        """Get ready for an answer before the request is committed, so one that comes at once is not missed."""
+
+    @abstractmethod
+    def discard_permission(self, request_id: uuid.UUID) -> None:
+        """Forget a request that was never recorded."""
 
     @abstractmethod
     async def wait_permission(
@@ -109,6 +125,8 @@ class InProcessDispatcher(Dispatcher):
         self._executions: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._interrupts: set[uuid.UUID] = set()
         self._waiters: dict[uuid.UUID, tuple[uuid.UUID, asyncio.Future[Answer]]] = {}
+        # Set while a session's turn waits for a person.
+        self._questions: dict[uuid.UUID, asyncio.Event] = {}
 
     def _track(self, table: dict[uuid.UUID, asyncio.Task[None]], key: uuid.UUID, task: asyncio.Task[None]) -> None:
         table[key] = task
@@ -118,6 +136,9 @@ class InProcessDispatcher(Dispatcher):
         self._interrupts.discard(session_id)  # an interrupt aimed at an earlier turn is spent
         task = self.registry.spawn(self.jobs.run_turn(session_id, turn_id, user_id), name=f"turn-{turn_id}")
         self._track(self._turns, session_id, task)
+        task.add_done_callback(
+            lambda _t: self._questions.pop(session_id, None) if session_id not in self._turns else None
+        )
 
     def submit_execution(self, execution_id: uuid.UUID) -> None:
         task = self.registry.spawn(self.jobs.run_execution(execution_id), name=f"execution-{execution_id}")
@@ -145,6 +166,28 @@ class InProcessDispatcher(Dispatcher):
         # Shielded: a caller that stops waiting does not cancel the turn.
         done, _ = await asyncio.wait({asyncio.ensure_future(asyncio.shield(task))}, timeout=timeout)
         return bool(done)
+
+    async def wait_turn_or_question(
+        self,
+        session_id: uuid.UUID,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> Literal["finished", "question", "timeout"]:
+        task = self._turns.get(session_id)
+        if task is None:
+            return "finished"
+        question = self._questions.setdefault(session_id, asyncio.Event())
+        if question.is_set():
+            return "question"
+        asked: asyncio.Future[Any] = asyncio.ensure_future(question.wait())
+        finished: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(task))
+        try:
+            done, _ = await asyncio.wait({asked, finished}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            asked.cancel()
+            finished.cancel()  # the shield's outer future only: the turn goes on
+        if finished in done:
+            return "finished"
+        return "question" if asked in done else "timeout"
 
     async def interrupt(self, session_id: uuid.UUID) -> bool:
         if self.agents is not None and await self.agents.interrupt(session_id):
@@ -179,14 +222,27 @@ class InProcessDispatcher(Dispatcher):
         session_id: uuid.UUID,
         timeout: float,  # noqa: ASYNC109
     ) -> Answer | None:
-        waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._waiters[request_id] = (session_id, waiter)
+        if request_id not in self._waiters:
+            self.expect_permission(request_id, session_id)
+        waiter = self._waiters[request_id][1]
+        self._questions.setdefault(session_id, asyncio.Event()).set()
         try:
             return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             return None
         finally:
             self._waiters.pop(request_id, None)
+            if not any(owner == session_id for owner, _ in self._waiters.values()):
+                if session_id in self._turns:
+                    self._questions[session_id].clear()
+                else:
+                    self._questions.pop(session_id, None)
+
+    def expect_permission(self, request_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        self._waiters[request_id] = (session_id, asyncio.get_running_loop().create_future())
+
+    def discard_permission(self, request_id: uuid.UUID) -> None:
+        self._waiters.pop(request_id, None)
 
     def answer_permission(self, request_id: uuid.UUID, decision: str, reason: str | None) -> bool:
         entry = self._waiters.get(request_id)

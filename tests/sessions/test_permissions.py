@@ -138,8 +138,9 @@ class TestPersonAnswers:
         try:
             s = await sessions.create(permission_mode="default")
             r = await sessions.query(s["id"], "write late.txt: too late")
-            assert r.status_code == 200, r.text
-            assert r.json()["turn_status"] == "completed"
+            # `wait` answers as soon as a person must decide; nobody does, and the timeout decides.
+            assert r.status_code == 202 and r.json()["status"] == "waiting", r.text
+            await turn_finished(sessions, s["id"], r.json()["turn_id"])
         finally:
             settings.permission_timeout_s = saved
         rows = by_tool(await sessions.items(s["id"], "permissions"), "Write")
@@ -264,3 +265,36 @@ async def statuses_seen(app: object, session_id: str) -> set[str]:
     async with app_state(app).db.transaction() as db:
         stmt = select(StatusChange.to_status).where(StatusChange.session_id == uuid.UUID(session_id))
         return set((await db.scalars(stmt)).all())
+
+
+class TestWaitingQueries:
+    async def test_wait_answers_202_waiting_as_soon_as_a_person_must_decide(
+        self, client: httpx.AsyncClient, sessions: SessionsApi
+    ) -> None:
+        """Not held until the permission timeout: the request returns with what the turn waits for."""
+        s = await sessions.create(permission_mode="default")
+        r = await sessions.query(s["id"], "write waited.txt: after approval")
+        assert r.status_code == 202, r.text
+        waiting = r.json()
+        assert waiting["status"] == "waiting" and waiting["id"] == s["id"]
+        [pending] = waiting["pending_permissions"]
+        assert pending["tool_name"] == "Write" and pending["input_summary"]["content"] == "after approval"
+        assert datetime.fromisoformat(pending["expires_at"]) > datetime.now(
+            datetime.fromisoformat(pending["expires_at"]).tzinfo
+        )
+        stored = await pending_request(sessions, s["id"])
+        assert stored["id"] == pending["request_id"]
+        answer = await client.post(
+            f"/api/v1/sessions/{s['id']}/permissions/{pending['request_id']}",
+            json={"decision": "allow"},
+            headers=sessions.user.headers,
+        )
+        assert answer.status_code == 200, answer.text
+        await turn_finished(sessions, s["id"], waiting["turn_id"])
+        assert (await download(sessions, s["id"]))["waited.txt"] == b"after approval"
+
+    async def test_a_turn_that_needs_nobody_still_waits_to_the_end(self, sessions: SessionsApi) -> None:
+        s = await sessions.create(permission_mode="acceptEdits")
+        r = await sessions.query(s["id"], "write direct.txt: no question")
+        assert r.status_code == 200 and r.json()["turn_status"] == "completed", r.text
+        assert r.json()["pending_permissions"] == []

@@ -281,6 +281,13 @@ class LiveAgent:
 
     async def _own_client(self) -> None:
         try:
+            await self._serve()
+        finally:
+            if self.tmp is not None:  # also after a failed start
+                await asyncio.to_thread(shutil.rmtree, self.tmp, True)
+
+    async def _serve(self) -> None:
+        try:
             client = ClaudeSDKClient(self._options())
             await client.connect()
         except BaseException as exc:
@@ -304,8 +311,6 @@ class LiveAgent:
             self._client = None
             with contextlib.suppress(Exception):
                 await client.disconnect()
-            if self.tmp is not None:
-                await asyncio.to_thread(shutil.rmtree, self.tmp, True)
 
     async def _run_turn(
         self, client: ClaudeSDKClient, prompt: str, observer: TurnObserver, done: asyncio.Future[Any]

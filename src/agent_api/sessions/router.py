@@ -113,14 +113,16 @@ async def query(
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
     await end_transaction(db)  # the turn records itself as it runs
     try:
-        finished = await state.dispatcher.wait_turn(sent.session.id, state.settings.query_wait_timeout_s)
+        outcome = await state.dispatcher.wait_turn_or_question(sent.session.id, state.settings.query_wait_timeout_s)
     except asyncio.CancelledError:
         # The client left; the turn goes on, and a retry with the key gets this answer, never a second turn.
         await asyncio.shield(_remember_in_fresh_transaction(state, claim, 202, accepted))
         raise
-    if not finished:
-        await _remember_in_fresh_transaction(state, claim, 202, accepted)
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+    if outcome != "finished":
+        async with state.db.transaction() as fresh:
+            unfinished = await service.unfinished_query(fresh, state, accepted)
+            await idempotency.finish(fresh, claim, 202, unfinished)
+        return JSONResponse(unfinished.model_dump(mode="json"), status_code=202)
     async with state.db.transaction() as fresh:
         completed = await service.completed_query(fresh, accepted)
         await idempotency.finish(fresh, claim, 200, completed)

@@ -99,11 +99,23 @@ class TurnOutcome(BaseModel):
     turn_status: str
 
 
+class PendingPermission(BaseModel):
+    request_id: uuid.UUID
+    tool_name: str
+    input_summary: dict[str, Any]
+    expires_at: datetime
+
+
 class QueryAccepted(BaseModel):
     id: uuid.UUID
     message_id: uuid.UUID
     turn_id: uuid.UUID
     status: str
+    pending_permissions: list[PendingPermission] = Field(
+        default_factory=list,
+        description="With `wait: true` and status `waiting`: what the turn waits for; answer each through "
+        "`POST /sessions/{id}/permissions/{request_id}`",
+    )
 
 
 class QueryCompleted(QueryAccepted, TurnOutcome):

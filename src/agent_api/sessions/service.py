@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +23,14 @@ from agent_api.rate_limits import check_user_rate
 from agent_api.runtime import workdir
 from agent_api.session_templates import service as template_service
 from agent_api.sessions import repository as repo
-from agent_api.sessions.schemas import ForkRequest, PermissionAnswer, QueryAccepted, QueryCompleted, SessionCreate
+from agent_api.sessions.schemas import (
+    ForkRequest,
+    PendingPermission,
+    PermissionAnswer,
+    QueryAccepted,
+    QueryCompleted,
+    SessionCreate,
+)
 from agent_api.state import AppState
 from agent_api.turns import service as turns_service
 
@@ -134,6 +142,26 @@ async def send_message(
         db, state, user, target, text, count_rate=count_rate and not into_fork
     )
     return SentMessage(target, turn, message)
+
+
+async def unfinished_query(db: AsyncSession, state: AppState, accepted: QueryAccepted) -> QueryAccepted:
+    """The answer to a `wait: true` query whose turn goes on: `waiting` with what it waits for, or `processing`."""
+    pending = [p for p in await repo.pending_permissions(db, accepted.id) if p.turn_id == accepted.turn_id]
+    timeout = timedelta(seconds=state.settings.permission_timeout_s)
+    return accepted.model_copy(
+        update={
+            "status": "waiting" if pending else "processing",
+            "pending_permissions": [
+                PendingPermission(
+                    request_id=p.id,
+                    tool_name=p.tool_name,
+                    input_summary=p.input_summary,
+                    expires_at=p.created_at + timeout,
+                )
+                for p in pending
+            ],
+        }
+    )
 
 
 async def completed_query(db: AsyncSession, accepted: QueryAccepted) -> QueryCompleted:

@@ -86,7 +86,37 @@ class Approvals:
             self.decided.add(tool_use_id)
         state = self.state
         request_id = uuid.uuid4()
+        # Ready before the request is committed (and streamed): an answer that comes at once is not missed.
+        state.dispatcher.expect_permission(request_id, self.session_id)
+        try:
+            await self._record_request(request_id, tool_name, tool_input, tool_use_id)
+        except BaseException:
+            state.dispatcher.discard_permission(request_id)
+            raise
+        try:
+            answer = await state.dispatcher.wait_permission(
+                request_id, self.session_id, state.settings.permission_timeout_s
+            )
+        except asyncio.CancelledError:
+            # The turn ended (interrupt, pause, shutdown) while waiting: the request must not stay pending.
+            await asyncio.shield(self._settle(request_id, "cancelled", "the turn ended before an answer"))
+            raise
+        if answer is None:
+            verdict = await self._settle(request_id, "timeout", "no answer in time")
+        else:
+            decision, reason = answer
+            verdict = Verdict("allow" if decision == "allow" else "deny", "user", reason or f"{decision} by the user")
         async with state.db.transaction() as db:
+            if verdict.decision == "deny":
+                self._audit_denial(db, tool_name, tool_use_id, verdict)
+            if not await repo.pending_permissions(db, self.session_id):
+                await claim_and_record(db, self.session_id, ("waiting",), "processing", "permission decided")
+        return verdict
+
+    async def _record_request(
+        self, request_id: uuid.UUID, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None
+    ) -> None:
+        async with self.state.db.transaction() as db:
             summary = jsonable(input_summary(tool_input))
             db.add(
                 PermissionRequest(
@@ -107,25 +137,6 @@ class Approvals:
                 {"request_id": str(request_id), "tool": tool_name, "input": summary, "tool_use_id": tool_use_id},
             )
             await claim_and_record(db, self.session_id, ("processing",), "waiting", f"{tool_name} needs permission")
-        try:
-            answer = await state.dispatcher.wait_permission(
-                request_id, self.session_id, state.settings.permission_timeout_s
-            )
-        except asyncio.CancelledError:
-            # The turn ended (interrupt, pause, shutdown) while waiting: the request must not stay pending.
-            await asyncio.shield(self._settle(request_id, "cancelled", "the turn ended before an answer"))
-            raise
-        if answer is None:
-            verdict = await self._settle(request_id, "timeout", "no answer in time")
-        else:
-            decision, reason = answer
-            verdict = Verdict("allow" if decision == "allow" else "deny", "user", reason or f"{decision} by the user")
-        async with state.db.transaction() as db:
-            if verdict.decision == "deny":
-                self._audit_denial(db, tool_name, tool_use_id, verdict)
-            if not await repo.pending_permissions(db, self.session_id):
-                await claim_and_record(db, self.session_id, ("waiting",), "processing", "permission decided")
-        return verdict
 
     def _audit_denial(self, db: AsyncSession, tool_name: str, tool_use_id: str | None, verdict: Verdict) -> None:
         details = {"tool": tool_name, "tool_use_id": tool_use_id, "decided_by": verdict.decided_by}

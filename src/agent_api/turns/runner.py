@@ -64,6 +64,9 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
         return
     try:
         await _apply_budget(state, spec, session_spent)
+        if state.dispatcher.take_interrupt(session_id):  # came while a budget restart closed the old agent
+            await recorder.finish(None, interrupted=True)
+            return
         result, agent = await pool.run_turn(spec, prompt, recorder)
     except AgentStartError as exc:
         log.warning("agent for session %s failed to start: %s", session_id, exc)
