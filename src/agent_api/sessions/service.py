@@ -184,7 +184,7 @@ async def completed_query(db: AsyncSession, accepted: QueryAccepted) -> QueryCom
 
 
 async def get_owned(db: AsyncSession, user: User, session_id: uuid.UUID) -> Session:
-    s = await repo.get_owned(db, user.id, session_id)
+    s = await find_owned(db, user.id, session_id)
     if s is None:
         raise NotFound("Session not found", code="session_not_found")
     return s

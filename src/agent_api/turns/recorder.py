@@ -89,7 +89,7 @@ class TurnRecorder(Approvals):
         # CLI's result is billed for. Written with the next message, so a crash loses at most the last call's.
         self._usage: dict[str, dict[str, Any]] = {}
         self._current_call: str | None = None
-        self._usage_written = 0
+        self._usage_written: dict[str, int] = {}
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
@@ -114,9 +114,8 @@ class TurnRecorder(Approvals):
         total: dict[str, int] = {}
         for usage in self._usage.values():
             total = costs.add_usage(total, usage)
-        signature = hash(tuple(total.values()))
-        if signature != self._usage_written:
-            self._usage_written = signature
+        if total != self._usage_written:
+            self._usage_written = total
             await repo.set_turn_usage(db, self.turn_id, total)
 
     async def on_message(self, message: Any) -> None:
