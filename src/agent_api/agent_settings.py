@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
+OnPermissionTimeout = Literal["deny", "allow"]
+MAX_PERMISSION_TIMEOUT_S = 86_400
 SessionStatus = Literal[
     "created",
     "connecting",
@@ -23,6 +26,7 @@ SessionStatus = Literal[
 ]
 MAX_MESSAGE_CHARS = 50_000
 MAX_METADATA_BYTES = 16_384
+MAX_TOOL_RULES = 100
 ToolRule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 # A model name reaches the agent CLI's command line: never a leading dash, never whitespace or shell syntax.
 ModelName = Annotated[
@@ -54,12 +58,23 @@ class SessionSettings(BaseModel):
     """What a session (and later a template or a task) configures about its agent."""
 
     system_prompt: Annotated[str, StringConstraints(max_length=100_000)] | None = None
-    allowed_tools: list[ToolRule] = Field(default_factory=list, max_length=100)
-    disallowed_tools: list[ToolRule] = Field(default_factory=list, max_length=100)
+    allowed_tools: list[ToolRule] = Field(default_factory=list, max_length=MAX_TOOL_RULES)
+    disallowed_tools: list[ToolRule] = Field(default_factory=list, max_length=MAX_TOOL_RULES)
     blocked_commands: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = Field(
         default_factory=list, max_length=100, description="Regular expressions; a Bash command matching one is blocked"
     )
     permission_mode: PermissionMode = "default"
+    permission_timeout_s: float | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PERMISSION_TIMEOUT_S,
+        description="How long a permission request waits for a person, in seconds (1 to 86400); "
+        "null: the server's AGENT_API_PERMISSION_TIMEOUT_S (300 s unless configured)",
+    )
+    on_permission_timeout: OnPermissionTimeout | None = Field(
+        default=None,
+        description="What a request nobody answers in time becomes: `deny` or `allow`; null: `deny`",
+    )
     sdk_options: SdkOptions = Field(default_factory=SdkOptions)
     mcp_server_ids: list[uuid.UUID] = Field(default_factory=list, max_length=50)
 
@@ -84,5 +99,31 @@ class SessionSettingsRead(BaseModel):
     disallowed_tools: list[str]
     blocked_commands: list[str]
     permission_mode: str
+    permission_timeout_s: float | None = Field(
+        default=None, description="Seconds a permission request waits for a person; null: the server's default"
+    )
+    on_permission_timeout: str | None = Field(
+        default=None, description="`deny` or `allow` when nobody answers in time; null: `deny`"
+    )
     sdk_options: dict[str, Any]
     mcp_server_ids: list[str]
+
+
+@dataclass(frozen=True)
+class PermissionPolicy:
+    """How long a session's permission requests wait for a person, and what the silence becomes."""
+
+    timeout_s: float
+    on_timeout: OnPermissionTimeout
+
+
+def permission_policy(settings: Any, default_timeout_s: float) -> PermissionPolicy:
+    """The policy of a session (or a template or task row): its own values, else the server's default and deny."""
+    timeout = getattr(settings, "permission_timeout_s", None)
+    on_timeout: OnPermissionTimeout = "allow" if getattr(settings, "on_permission_timeout", None) == "allow" else "deny"
+    return PermissionPolicy(float(timeout) if timeout is not None else float(default_timeout_s), on_timeout)
+
+
+def seconds_text(seconds: float) -> str:
+    """30.0 -> "30 s", 1.5 -> "1.5 s"."""
+    return f"{seconds:g} s"

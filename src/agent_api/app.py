@@ -44,9 +44,13 @@ from agent_api.tasks import runner as task_runner
 from agent_api.tasks.router import router as tasks_router
 from agent_api.tasks.scheduler import Scheduler
 from agent_api.turns import runner as turn_runner
+from agent_api.webhooks import delivery as webhook_delivery
+from agent_api.webhooks.router import router as webhooks_router
 
 log = logging.getLogger("agent_api")
 API_PREFIX = "/api/v1"
+# Deliveries this process queues wake the loop at once; this bounds how late it sees retries and other processes'.
+WEBHOOK_IDLE_LOOK_S = 5.0
 
 
 def _api_router() -> APIRouter:
@@ -60,6 +64,7 @@ def _api_router() -> APIRouter:
     api.include_router(reports_router)
     api.include_router(mcp_servers_router)
     api.include_router(admin_router)
+    api.include_router(webhooks_router)
     return api
 
 
@@ -130,6 +135,8 @@ async def _start(state: AppState) -> None:
         # The server still starts, so health can report the database as down.
         log.exception("start-up database work failed")
     await _start_runtime(state)
+    state.db.wake_deliveries = state.dispatcher.wake_deliveries
+    state.dispatcher.start_deliveries(WEBHOOK_IDLE_LOOK_S)
     if state.settings.scheduler_enabled:
         state.dispatcher.start_schedules(state.settings.scheduler_interval_s)
 
@@ -158,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_execution=partial(task_runner.run_execution, state),
             warm_agent=partial(turn_runner.warm_agent, state),
             tick_schedules=Scheduler(state).tick,
+            deliver_webhooks=partial(webhook_delivery.deliver_due, state),
         ),
         agents=None,
         registry=state.background,

@@ -16,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Self
 from urllib.parse import urlencode
 
 import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 API_PREFIX = "/api/v1"
+__all__ = ["AgentApiClient", "ApiError", "SessionStream", "StreamClosed", "WebhookVerificationError", "verify_webhook"]
 RECONNECT_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 4008})
 _REFUSED = {4401: (401, "unauthenticated"), 4403: (403, "forbidden"), 4404: (404, "session_not_found")}
 _TRANSIENT = (OSError, TimeoutError, InvalidHandshake, httpx.TransportError, ConnectionClosed)
@@ -64,6 +66,31 @@ def _body(r: httpx.Response) -> Any:
     if r.status_code >= 400:
         raise ApiError.from_response(r)
     return r.json() if r.content else None
+
+
+async def _sse_records(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, str]]:
+    """Server-Sent Events records: `{"id", "event", "data"}` (those present) per blank-line-ended block, the
+    lines of a multi-line `data` joined; comments (heartbeats) and unknown fields are skipped."""
+    record: dict[str, str] = {}
+    async for line in lines:
+        if not line:
+            if record:
+                yield record
+            record = {}
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            record["data"] = f"{record['data']}\n{value}" if "data" in record else value
+        elif name in ("id", "event"):
+            record[name] = value
+
+
+def verify_webhook(payload: bytes | str, headers: Mapping[str, str], secret: str) -> dict[str, Any]:
+    """The event of a webhook request, once its Standard Webhooks signature and timestamp check out against
+    `secret` (the `whsec_...` value shown at creation); raises `WebhookVerificationError` otherwise. Pass the raw
+    body, not parsed and re-serialized JSON."""
+    return Webhook(secret).verify(payload, dict(headers))
 
 
 class AgentApiClient:
@@ -148,9 +175,18 @@ class AgentApiClient:
         return await self.request("POST", path, json=body, headers=headers, timeout=timeout)
 
     async def answer_permission(
-        self, session_id: str, request_id: str, decision: str, message: str | None = None
+        self,
+        session_id: str,
+        request_id: str,
+        decision: str,
+        message: str | None = None,
+        *,
+        remember: str | None = None,
     ) -> dict[str, Any]:
-        body = {"decision": decision, "message": message}
+        """Answer a pending request; `remember="session"` also adds a rule, so matching calls are not asked again."""
+        body: dict[str, Any] = {"decision": decision, "message": message}
+        if remember is not None:
+            body["remember"] = remember
         return await self.request("POST", f"/sessions/{session_id}/permissions/{request_id}", json=body)
 
     async def stream_ticket(self, session_id: str) -> str:
@@ -167,6 +203,62 @@ class AgentApiClient:
         async with self.open_stream(session_id, after_seq=after_seq, partial=partial) as s:
             async for frame in s:
                 yield frame
+
+    async def events(self, session_id: str, after_seq: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The session's frames over Server-Sent Events (`GET /sessions/{id}/events`): `connected`, then every
+        persisted event after `after_seq` (sent as `Last-Event-ID`) or, without it, from now on. It does not
+        reconnect: the iterator ends when the server ends the stream (a restart, say); resume from the last `seq`."""
+        headers = {"Accept": "text/event-stream"}
+        if after_seq is not None:
+            headers["Last-Event-ID"] = str(after_seq)
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)  # an idle stream gets only heartbeats
+        path = f"/sessions/{session_id}/events"
+        for attempt in range(2):
+            used = self.credential
+            auth = {"Authorization": f"Bearer {used}"} if used else {}
+            async with self._http.stream("GET", path, headers=headers | auth, timeout=timeout) as r:
+                if r.status_code == 401 and attempt == 0 and self.refresh_token and used == self.token:
+                    await r.aclose()
+                    await self._refresh(used)
+                    continue
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise ApiError.from_response(r)
+                async for record in _sse_records(r.aiter_lines()):
+                    if "data" in record:
+                        yield json.loads(record["data"])
+                return
+
+    async def create_webhook(
+        self, url: str, events: list[str], *, description: str | None = None, is_global: bool = False
+    ) -> dict[str, Any]:
+        """Register an endpoint; the answer holds the signing `secret`, shown only this once."""
+        body = {"url": url, "events": events, "description": description, "is_global": is_global}
+        return await self.request("POST", "/webhooks", json=body)
+
+    async def list_webhooks(self, page: int = 1, page_size: int = 20) -> dict[str, Any]:
+        return await self.request("GET", "/webhooks", params={"page": page, "page_size": page_size})
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/webhooks/{webhook_id}")
+
+    async def update_webhook(self, webhook_id: str, **changes: Any) -> dict[str, Any]:
+        """Change `url`, `events`, `description` or `is_active` (True re-enables a disabled endpoint)."""
+        return await self.request("PATCH", f"/webhooks/{webhook_id}", json=changes)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.request("DELETE", f"/webhooks/{webhook_id}")
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/webhooks/{webhook_id}/rotate-secret")
+
+    async def test_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """Queue a signed `webhook.test` event: `{delivery_id, event_id}`."""
+        return await self.request("POST", f"/webhooks/{webhook_id}/test")
+
+    async def webhook_deliveries(self, webhook_id: str, page: int = 1, page_size: int = 20) -> dict[str, Any]:
+        params = {"page": page, "page_size": page_size}
+        return await self.request("GET", f"/webhooks/{webhook_id}/deliveries", params=params)
 
     async def _ws_url(self, session_id: str, params: dict[str, Any]) -> str:
         auth: dict[str, str] = {}
@@ -299,9 +391,12 @@ class SessionStream:
     async def send_query(self, message: str) -> None:
         await self.send({"type": "query", "message": message})
 
-    async def send_permission_response(self, request_id: str, decision: str, message: str | None = None) -> None:
+    async def send_permission_response(
+        self, request_id: str, decision: str, message: str | None = None, *, remember: str | None = None
+    ) -> None:
         body = {"type": "permission_response", "request_id": request_id, "decision": decision}
-        await self.send(body | ({"message": message} if message else {}))
+        extra = {"message": message} if message else {}
+        await self.send(body | extra | ({"remember": remember} if remember else {}))
 
     async def interrupt(self) -> None:
         await self.send({"type": "interrupt"})

@@ -75,7 +75,14 @@ class Settings(BaseSettings):
     mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     mcp_health_timeout_s: float = 15.0
 
-    @field_validator("mcp_stdio_allowlist", "mcp_allowed_hosts", mode="before")
+    # Webhooks: targets pass the same SSRF check as MCP URLs unless their host is allowlisted here.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # An endpoint whose deliveries have failed for this long is disabled (its owner sees why).
+    webhook_disable_after_s: float = Field(default=86_400.0, gt=0)
+    webhook_max_per_user: int = Field(default=20, ge=1)
+
+    @field_validator("mcp_stdio_allowlist", "mcp_allowed_hosts", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_mcp_lists(cls, value: object) -> object:
         if isinstance(value, str):

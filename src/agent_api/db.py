@@ -80,6 +80,8 @@ class Database:
         self.engine = create_engine(url, busy_timeout_ms=busy_timeout_ms)
         # The event bus, when the application has one; work in a session reaches it through `session.info`.
         self.bus: Any = None
+        # Wakes the webhook delivery loop once a transaction that queued deliveries commits.
+        self.wake_deliveries: Callable[[], None] | None = None
 
         class _Session(SyncSession):
             pass
@@ -125,6 +127,7 @@ class Database:
     async def begin_session(self, *, readonly: bool = False) -> AsyncSession:
         session = self.sessionmaker()
         session.info["bus"] = self.bus
+        session.info["wake_deliveries"] = self.wake_deliveries
         if readonly and self.is_sqlite:
             await session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
         return session

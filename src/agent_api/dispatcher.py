@@ -1,5 +1,5 @@
 """The dispatcher: the one owner of work in flight (turns, task executions, agent warm-ups, interrupts, permission
-waits), so that nothing else keeps a dictionary of running work and the database row stays the truth.
+waits, webhook deliveries), so that nothing else keeps a dictionary of running work and the database row stays the truth.
 
 Services never start work themselves: they queue it on their transaction (`db.after_commit`), and it reaches the
 dispatcher only once that transaction commits. The dispatcher imports no domain: the work it runs is handed to it
@@ -35,6 +35,8 @@ class Jobs:
     warm_agent: Callable[[uuid.UUID], Coroutine[Any, Any, None]]
     # One look for due task schedules (each slot claimed once, whichever process looks).
     tick_schedules: Callable[[], Coroutine[Any, Any, Any]]
+    # Send the webhook attempts that are due (each claimed once); the seconds until the next is due, or None.
+    deliver_webhooks: Callable[[], Coroutine[Any, Any, float | None]] | None = None
 
 
 class Dispatcher(ABC):
@@ -55,6 +57,14 @@ class Dispatcher(ABC):
     @abstractmethod
     def start_schedules(self, interval_s: float) -> None:
         """Look for due task schedules every `interval_s` from now on."""
+
+    @abstractmethod
+    def start_deliveries(self, idle_s: float) -> None:
+        """Send webhook deliveries as they fall due, looking at least every `idle_s` (others may queue them)."""
+
+    @abstractmethod
+    def wake_deliveries(self) -> None:
+        """New deliveries were committed: look now."""
 
     @abstractmethod
     async def wait_turn(self, session_id: uuid.UUID, timeout: float | None) -> bool:  # noqa: ASYNC109
@@ -127,6 +137,7 @@ class InProcessDispatcher(Dispatcher):
         self._waiters: dict[uuid.UUID, tuple[uuid.UUID, asyncio.Future[Answer]]] = {}
         # Set while a session's turn waits for a person.
         self._questions: dict[uuid.UUID, asyncio.Event] = {}
+        self._deliveries_due = asyncio.Event()
 
     def _track(self, table: dict[uuid.UUID, asyncio.Task[None]], key: uuid.UUID, task: asyncio.Task[None]) -> None:
         table[key] = task
@@ -158,6 +169,26 @@ class InProcessDispatcher(Dispatcher):
             except Exception:
                 log.exception("schedule tick failed")
             await asyncio.sleep(interval_s)
+
+    def start_deliveries(self, idle_s: float) -> None:
+        if self.jobs.deliver_webhooks is not None:
+            self.registry.spawn(self._deliver_forever(self.jobs.deliver_webhooks, idle_s), name="webhook-deliveries")
+
+    def wake_deliveries(self) -> None:
+        self._deliveries_due.set()
+
+    async def _deliver_forever(self, deliver: Callable[[], Coroutine[Any, Any, float | None]], idle_s: float) -> None:
+        while not self.draining:
+            self._deliveries_due.clear()
+            try:
+                next_due_s = await deliver()
+            except Exception:
+                log.exception("webhook delivery pass failed")
+                next_due_s = idle_s
+            wait_s = idle_s if next_due_s is None else min(next_due_s, idle_s)
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._deliveries_due.wait(), wait_s)
 
     async def wait_turn(self, session_id: uuid.UUID, timeout: float | None) -> bool:  # noqa: ASYNC109
         task = self._turns.get(session_id)

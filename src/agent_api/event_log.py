@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api import webhook_outbox
 from agent_api.bus import BusEvent
 from agent_api.models import Session, SessionEvent, StatusChange
 from agent_api.models.base import utcnow
@@ -47,6 +48,9 @@ async def append_event(db: AsyncSession, session_id: uuid.UUID, type_: str, data
     bus = db.info.get("bus")
     if bus is not None:
         await bus.announce_in_transaction(db, BusEvent(session_id, seq, type_, data, event.created_at))
+    webhook_event = webhook_outbox.from_session_event(session_id, type_, data)
+    if webhook_event is not None:
+        await webhook_outbox.emit_for_session(db, session_id, *webhook_event)
     return event
 
 

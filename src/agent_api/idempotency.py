@@ -1,6 +1,7 @@
 """`Idempotency-Key` (as the IETF draft and Stripe use it): a keyed request runs once; a retry with the same key and
 the same request gets the stored answer, one with another request 422 `idempotency_key_reused`, one that arrives
-while the first is still running 409 `idempotency_in_progress`.
+while the first is still running 409 `idempotency_in_progress`. A stored 202 is not a final answer: routes whose work
+goes on after answering (a query's turn, a task execution) answer a retry with that work's state now (`Replay`).
 
 A key is claimed by inserting its row at the start of the request, in the request's transaction: a concurrent
 retry waits on that row (PostgreSQL's unique index; SQLite's single writer) and then sees the committed answer,
@@ -57,7 +58,17 @@ def _lookup(user_id: uuid.UUID, scope: str, key: str) -> Any:
     )
 
 
-def _answer(record: IdempotencyRecord, request_fingerprint: str) -> JSONResponse:
+class Replay(JSONResponse):
+    """The stored answer to a keyed request, replayed as it was; `stored` and `stored_status` let a route answer
+    with something more current instead (a query's turn as it is now, an execution's status)."""
+
+    def __init__(self, record: IdempotencyRecord) -> None:
+        super().__init__(record.response, status_code=record.status_code, headers={"Idempotent-Replay": "true"})
+        self.stored: dict[str, Any] = dict(record.response or {})
+        self.stored_status = record.status_code
+
+
+def _answer(record: IdempotencyRecord, request_fingerprint: str) -> Replay:
     if record.fingerprint is not None and record.fingerprint != request_fingerprint:
         raise ValidationFailed(
             "This Idempotency-Key was used for a different request; use a new key", code="idempotency_key_reused"
@@ -67,13 +78,13 @@ def _answer(record: IdempotencyRecord, request_fingerprint: str) -> JSONResponse
             "A request with this Idempotency-Key is still in progress; retry later for its answer",
             code="idempotency_in_progress",
         )
-    return JSONResponse(record.response, status_code=record.status_code, headers={"Idempotent-Replay": "true"})
+    return Replay(record)
 
 
 async def begin(
     db: AsyncSession, user_id: uuid.UUID, scope: str, key: str | None, request: Request, body: BaseModel | None
-) -> ClaimedKey | JSONResponse | None:
-    """None: no key. A response: the stored answer to replay. A claim: this request goes ahead and must `finish`."""
+) -> ClaimedKey | Replay | None:
+    """None: no key. A `Replay`: the stored answer. A claim: this request goes ahead and must `finish`."""
     if not key:
         return None
     request_fingerprint = fingerprint(request, body)

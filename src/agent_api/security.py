@@ -1,18 +1,22 @@
-"""Password hashing, JWTs and API-key secrets: pure functions, no database."""
+"""Password hashing, JWTs, API-key secrets and keys for secrets at rest: pure functions, no database."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 ALGORITHM = "HS256"
 API_KEY_PREFIX = "aak_"
@@ -120,3 +124,15 @@ def api_key_hash(key: str) -> str:
 
 def api_key_display_prefix(key: str) -> str:
     return key[: len(API_KEY_PREFIX) + 8]
+
+
+@lru_cache(maxsize=8)
+def fernet_for(service_secret: str, purpose: str) -> Fernet:
+    """A Fernet key for secrets at rest, derived from the service secret per purpose, so that the JWT signing key
+    and the keys of different kinds of stored secret never coincide."""
+    from cryptography.fernet import Fernet  # only requests that store or read a secret need it
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"agent-api {purpose} v1".encode())
+    return Fernet(base64.urlsafe_b64encode(hkdf.derive(service_secret.encode())))

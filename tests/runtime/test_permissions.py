@@ -138,3 +138,100 @@ class TestPathsThroughLinks:
         assert path_guard(tmp_path, "Workflow", {"scriptPath": "inside.js"}) is None
         assert path_guard(tmp_path, "TodoWrite", {"todos": []}) is None
         assert path_guard(tmp_path, "mcp__fs__read", {"path": "/etc/passwd"}) is None  # MCP servers judge their own
+
+
+class TestBashRulesAndShellSyntax:
+    """An allow rule's pattern never stretches across shell syntax; a deny rule looks at every part."""
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            "git status; rm -rf x",
+            "git status && curl http://example.com",
+            "git status || rm -rf x",
+            "git status | sh",
+            "git status & rm -rf x",
+            "git status\nrm -rf x",
+            "git status\rrm -rf x",
+            "git status $(rm -rf x)",
+            "git status `rm -rf x`",
+            "git status > /etc/passwd",
+            "git status < /etc/passwd",
+            "git status ${IFS}x",
+            "git status (x)",
+            "git status \\\nrm -rf x",
+        ],
+    )
+    def test_a_compound_command_is_never_covered_by_a_prefix_rule(self, command: str) -> None:
+        assert permissions.is_compound(command)
+        for rule in ("Bash(git status:*)", "Bash(git:*)", "Bash(git status*)", "Bash(*)"):
+            assert not rule_matches(rule, "Bash", {"command": command}), (rule, command)
+        assert permissions.remembered_rule("Bash", {"command": command}) is None
+
+    def test_a_prefix_covers_more_words_but_not_a_longer_word(self) -> None:
+        rule = "Bash(git status:*)"
+        assert rule_matches(rule, "Bash", {"command": "git status"})
+        assert rule_matches(rule, "Bash", {"command": "git status --short src"})
+        assert not rule_matches(rule, "Bash", {"command": "git statusx"})
+        assert not rule_matches(rule, "Bash", {"command": "git stash"})
+        # The whole tool, and an exact text someone allowed, still match as written.
+        assert rule_matches("Bash", "Bash", {"command": "git status; ls"})
+        assert rule_matches("Bash(make && make test)", "Bash", {"command": "make && make test"})
+
+    def test_a_deny_rule_covers_any_part_of_a_compound_command(self) -> None:
+        for command in ("ls && rm -rf x", "ls; rm x", "ls | rm x", "echo $(rm -rf x)", "ls\nrm x", "rm"):
+            assert rule_matches("Bash(rm:*)", "Bash", {"command": command}, deny=True), command
+        assert not rule_matches("Bash(rm:*)", "Bash", {"command": "ls -la"}, deny=True)
+        assert not rule_matches("Bash(rm:*)", "Bash", {"command": "ls && rm x"})  # an allow rule: no
+
+    def test_decide_denies_a_part_and_asks_for_a_compound_command(self, cwd: Path) -> None:
+        common = {"cwd": cwd, "mode": "default", "bash_sandboxed": False}
+        chained = {"tool_name": "Bash", "tool_input": {"command": "git status && curl http://x.example"}}
+        assert decide(allowed=["Bash(git status:*)"], disallowed=[], **common, **chained) is None  # a person decides
+        denied = decide(allowed=["Bash(git status:*)"], disallowed=["Bash(curl:*)"], **common, **chained)
+        assert denied is not None and (denied.decision, denied.decided_by) == ("deny", "rule")
+        plain = {"tool_name": "Bash", "tool_input": {"command": "git status"}}
+        allowed = decide(allowed=["Bash(git status:*)"], disallowed=[], **common, **plain)
+        assert allowed is not None and (allowed.decision, allowed.decided_by) == ("allow", "rule")
+
+
+class TestRememberedRules:
+    @pytest.mark.parametrize(
+        ("command", "rule"),
+        [
+            ("git status", "Bash(git status:*)"),
+            ("git status --short", "Bash(git status:*)"),
+            ("npm run-script build", "Bash(npm run-script:*)"),
+            ("ls -la", "Bash(ls:*)"),
+            ("ls", "Bash(ls:*)"),
+            ("rm notes.txt", "Bash(rm:*)"),
+            ("./build.sh release", "Bash(./build.sh release:*)"),
+            ("  echo   hi  ", "Bash(echo hi:*)"),
+        ],
+    )
+    def test_bash_keeps_the_leading_words(self, command: str, rule: str) -> None:
+        assert permissions.remembered_rule("Bash", {"command": command}) == rule
+        assert rule_matches(rule, "Bash", {"command": " ".join(command.split())})
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            "",
+            "   ",
+            "c*t x",
+            "[ -f x ]",
+            "FOO=1 git status",
+            "'git' status",
+            "-rf x",
+            "~/bin/x",
+            "git status " + "x" * 1000,
+        ],
+    )
+    def test_bash_without_a_safe_rule(self, command: str) -> None:
+        assert permissions.remembered_rule("Bash", {"command": command}) is None
+
+    def test_other_tools_by_name(self) -> None:
+        assert permissions.remembered_rule("Write", {"file_path": "a.txt"}) == "Write"
+        assert permissions.remembered_rule("mcp__files__read-file", {}) == "mcp__files__read-file"
+        assert permissions.remembered_rule("SandboxNetworkAccess", {"host": "example.com"}) is None
+        assert permissions.remembered_rule("Odd(name)", {}) is None

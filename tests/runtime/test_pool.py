@@ -37,6 +37,9 @@ class NullObserver:
     async def ask_permission(self, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None) -> Verdict:
         return Verdict("deny", "user", "no person in this test")
 
+    async def current_rules(self) -> tuple[list[str], list[str]] | None:
+        return None
+
 
 @pytest.fixture(scope="module")
 async def model() -> Any:

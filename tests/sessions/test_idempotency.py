@@ -122,3 +122,80 @@ class TestConcurrentRetries:
         assert await wait_until(one_turn)
         user_messages = [m for m in await sessions.items(s["id"], "messages") if m["text"] == body["message"]]
         assert len(user_messages) == 1
+
+
+class TestARetryAnswersTheStateNow:
+    """A 202 is not a final answer: a retry gets the turn (or execution) as it is now, never a second one."""
+
+    async def test_a_waiting_query_retried_waits_again_then_gets_the_finished_turn(
+        self, client: httpx.AsyncClient, sessions: SessionsApi
+    ) -> None:
+        s = await sessions.create(permission_mode="default")
+        url, headers = f"{SESSIONS}/{s['id']}/query", keyed(sessions)
+        body = {"message": "write keyed.txt: once", "wait": True}
+        first = await client.post(url, json=body, headers=headers, timeout=60)
+        assert first.status_code == 202 and first.json()["status"] == "waiting", first.text
+        [pending] = first.json()["pending_permissions"]
+
+        retry = await client.post(url, json=body, headers=headers, timeout=60)
+        assert retry.status_code == 202 and retry.headers["idempotent-replay"] == "true", retry.text
+        assert retry.json()["status"] == "waiting" and retry.json()["turn_id"] == first.json()["turn_id"]
+        assert [p["request_id"] for p in retry.json()["pending_permissions"]] == [pending["request_id"]]
+
+        answered = await client.post(
+            f"{SESSIONS}/{s['id']}/permissions/{pending['request_id']}",
+            json={"decision": "allow"},
+            headers=sessions.user.headers,
+        )
+        assert answered.status_code == 200, answered.text
+        final = await client.post(url, json=body, headers=headers, timeout=60)
+        assert final.status_code == 200, final.text
+        done = final.json()
+        assert done["turn_status"] == "completed" and done["turn_id"] == first.json()["turn_id"]
+        assert done["pending_permissions"] == [] and final.headers["idempotent-replay"] == "true"
+        again = await client.post(url, json=body, headers=headers)
+        assert again.status_code == 200 and again.json() == done
+        assert await turn_count(sessions, s["id"]) == 1
+
+    async def test_a_query_without_wait_retried_gets_waiting_then_the_outcome(
+        self, client: httpx.AsyncClient, sessions: SessionsApi
+    ) -> None:
+        s = await sessions.create(permission_mode="default")
+        url, headers = f"{SESSIONS}/{s['id']}/query", keyed(sessions)
+        body = {"message": "write later.txt: x"}
+        first = await client.post(url, json=body, headers=headers)
+        assert first.status_code == 202 and first.json()["status"] == "processing", first.text
+        await sessions.wait_status(s["id"], "waiting")
+
+        retry = await client.post(url, json=body, headers=headers)
+        assert retry.status_code == 202 and retry.json()["status"] == "waiting", retry.text
+        [pending] = retry.json()["pending_permissions"]
+        assert pending["tool_name"] == "Write"
+        r = await client.post(
+            f"{SESSIONS}/{s['id']}/permissions/{pending['request_id']}",
+            json={"decision": "deny"},
+            headers=sessions.user.headers,
+        )
+        assert r.status_code == 200, r.text
+
+        async def finished() -> httpx.Response | None:
+            answer = await client.post(url, json=body, headers=headers)
+            return answer if answer.status_code == 200 else None
+
+        final = await wait_until(finished, timeout=60, interval=0.2)
+        assert final.json()["turn_id"] == first.json()["turn_id"] and final.json()["turn_status"] == "completed"
+        assert await turn_count(sessions, s["id"]) == 1
+
+    async def test_a_task_execute_retry_gets_the_execution_as_it_is_now(
+        self, client: httpx.AsyncClient, sessions: SessionsApi
+    ) -> None:
+        tasks = TasksApi(client, sessions.user)
+        t = await tasks.create(prompt_template="hello")
+        key = {"Idempotency-Key": f"x-{uuid.uuid4().hex}"}
+        first = await tasks.execute(t["id"], headers=key)
+        assert first.status_code == 202 and first.json()["status"] in ("queued", "running"), first.text
+        done = await tasks.wait_finished(first.json()["id"])
+        retry = await tasks.execute(t["id"], headers=key)
+        assert retry.status_code == 202 and retry.headers["idempotent-replay"] == "true", retry.text
+        assert retry.json()["id"] == first.json()["id"] and retry.json()["status"] == done["status"] == "completed"
+        assert (await tasks.executions(t["id"]))["total"] == 1

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agent_api.errors import Conflict
+from agent_api.security import fernet_for
 
 REDACTED = "***"
 SECRET_FIELDS = ("env", "headers")
 
 
-@lru_cache(maxsize=8)
 def _fernet(service_secret: str) -> Fernet:
-    # A derived key, not the secret itself: the JWT signing key and this one never coincide.
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"agent-api mcp-server secrets v1")
-    return Fernet(base64.urlsafe_b64encode(hkdf.derive(service_secret.encode())))
+    return fernet_for(service_secret, "mcp-server secrets")
 
 
 def encrypt(service_secret: str, secrets: dict[str, dict[str, str]]) -> str | None:

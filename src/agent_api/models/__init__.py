@@ -21,6 +21,7 @@ from agent_api.models.streaming import StreamTicket
 from agent_api.models.task import Task, TaskExecution
 from agent_api.models.template import SessionTemplate, TemplateShare
 from agent_api.models.user import ApiKey, RefreshTokenFamily, User
+from agent_api.models.webhook import Webhook, WebhookDelivery
 
 __all__ = [
     "ApiKey",
@@ -46,4 +47,6 @@ __all__ = [
     "ToolCall",
     "Turn",
     "User",
+    "Webhook",
+    "WebhookDelivery",
 ]

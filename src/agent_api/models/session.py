@@ -23,6 +23,9 @@ class AgentSettingsMixin:
     disallowed_tools: Mapped[list[str]] = mapped_column(JSON, default=list)
     blocked_commands: Mapped[list[str]] = mapped_column(JSON, default=list)
     permission_mode: Mapped[str] = mapped_column(String(32), default="default")
+    # Null: the server's `permission_timeout_s`, and deny.
+    permission_timeout_s: Mapped[float | None] = mapped_column()
+    on_permission_timeout: Mapped[str | None] = mapped_column(String(8))
     sdk_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     mcp_server_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
 

@@ -18,6 +18,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -127,25 +128,26 @@ async def turn_allowance(db: AsyncSession, state: AppState, user_id: uuid.UUID, 
     return max(MIN_TURN_BUDGET_USD, limit - spent - reserved)
 
 
-async def warn_if_crossed(
+async def levels_crossed(
     db: AsyncSession, state: AppState, user_id: uuid.UUID, cost_usd: float, user_budget: float | None
-) -> dict[str, float] | None:
-    """When the turn just booked (`cost_usd`) took the month past the warning level: the warning's data."""
+) -> list[tuple[str, dict[str, Any]]]:
+    """The levels the turn just booked (`cost_usd`) took the month past: `budget_warning` at the warning level,
+    `budget_exceeded` at the limit, each with its event data."""
     limit = effective_limit(state, user_budget)
     if limit is None or limit <= 0 or cost_usd <= 0:
-        return None
+        return []
     start, end = month_bounds(state.clock())
     after = await repo.spend_between(db, user_id, start, end)
-    threshold = limit * state.settings.budget_warning_percent / 100
-    if not (after - cost_usd < threshold <= after):
-        return None
-    return {
+    data = {
+        "user_id": str(user_id),
         "monthly_budget_usd": limit,
         "current_month_cost_usd": round(after, 6),
         "remaining_budget_usd": round(max(0.0, limit - after), 6),
         "percent_used": round(after / limit * 100, 2),
         "warning_percent": state.settings.budget_warning_percent,
     }
+    levels = (("budget_warning", limit * state.settings.budget_warning_percent / 100), ("budget_exceeded", limit))
+    return [(kind, data) for kind, level in levels if after - cost_usd < level <= after]
 
 
 # Restarting a client costs about half a second; a drift smaller than this is not worth one.

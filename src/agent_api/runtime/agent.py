@@ -78,6 +78,11 @@ class TurnObserver(Protocol):
         """Ask a person; the observer records the request and the answer (or the timeout)."""
         ...
 
+    async def current_rules(self) -> tuple[list[str], list[str]] | None:
+        """The session's allow and deny rules as they are now (an answer may have added one since this process
+        started); None: the ones the agent was started with."""
+        ...
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -204,6 +209,11 @@ class LiveAgent:
     async def _verdict(self, tool_name: str, tool_input: dict[str, Any]) -> Verdict | None:
         """A verdict when the sandbox, rules or the mode settle the call; None when a person has to decide."""
         spec = self.spec
+        observer = self._observer
+        # Read from the turn, not the spec: the process lives across turns, and a rule remembered from a person's
+        # answer applies to the very next call.
+        rules = await observer.current_rules() if observer is not None else None
+        allowed, disallowed = rules if rules is not None else (spec.allowed_tools, spec.disallowed_tools)
         escape = permissions.leaves_sandbox(tool_name, tool_input, self.config.bash_sandboxed)
         if escape:
             return escape
@@ -216,8 +226,8 @@ class LiveAgent:
         return permissions.decide(
             cwd=spec.cwd,
             mode=spec.permission_mode,
-            allowed=spec.allowed_tools,
-            disallowed=spec.disallowed_tools,
+            allowed=allowed,
+            disallowed=disallowed,
             tool_name=tool_name,
             tool_input=tool_input,
             bash_sandboxed=self.config.bash_sandboxed,

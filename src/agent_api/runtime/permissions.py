@@ -2,6 +2,12 @@
 
 Rules look like the CLI's: `Bash`, `Bash(git:*)`, `Read(src/*)`, `mcp__server__tool`. The part in brackets is a
 glob over the tool's main argument (the command for Bash, the path for file tools); `:*` means "followed by anything".
+
+Bash rules know about shell syntax, as the CLI's do: an allow rule's pattern never covers a command that chains,
+substitutes or redirects (`git status; rm -rf x`, `git status && curl ...`, `git status $(...)`, `git status > f`):
+such a command is allowed by a pattern only when it is exactly the pattern's text. A prefix `Bash(git status:*)` covers
+`git status` and `git status <more words>`, not `git statusx`. A deny rule covers a command when it matches the
+whole command or any of the parts the shell would run separately.
 """
 
 from __future__ import annotations
@@ -61,7 +67,42 @@ def main_argument(tool_name: str, tool_input: dict[str, Any]) -> str | None:
 _RULE = re.compile(r"^(?P<tool>[^()]+?)(?:\((?P<pattern>.*)\))?$")
 
 
-def rule_matches(rule: str, tool_name: str, tool_input: dict[str, Any]) -> bool:
+# Shell syntax that chains, substitutes, redirects, groups, escapes or continues a command.
+_SHELL_SYNTAX = re.compile(r"[;&|<>$`()\\\n\r]")
+# Where the shell starts another command: what a deny rule looks at besides the whole command.
+_COMMAND_BREAK = re.compile(r"\$\(|[;&|()`\n\r]")
+# What a remembered rule may be built from: a command name (no glob, quote, `=` or `:`) and a plain subcommand word.
+_COMMAND_NAME = re.compile(r"^[A-Za-z0-9_./+][A-Za-z0-9_./+-]*$")
+_SUBCOMMAND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_PLAIN_TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+MAX_REMEMBERED_COMMAND = 1000
+
+
+def is_compound(command: str) -> bool:
+    """Whether a Bash command holds shell syntax that could make it more than one plain command."""
+    return bool(_SHELL_SYNTAX.search(command))
+
+
+def _bash_pattern_matches(pattern: str, command: str, *, deny: bool) -> bool:
+    if pattern.endswith(":*"):
+        prefix = pattern[:-2]
+        if deny:  # wider is safer for a deny rule: `Bash(rm:*)` also covers `rmdir`
+            return fnmatch.fnmatchcase(command, prefix + "*")
+        return fnmatch.fnmatchcase(command, prefix) or fnmatch.fnmatchcase(command, prefix + " *")
+    return fnmatch.fnmatchcase(command, pattern)
+
+
+def _bash_rule_matches(pattern: str, command: str, *, deny: bool) -> bool:
+    if deny:
+        parts = [command, *(p.strip() for p in _COMMAND_BREAK.split(command))]
+        return any(_bash_pattern_matches(pattern, part, deny=True) for part in parts if part)
+    if is_compound(command):
+        return command == pattern  # only the exact text someone allowed, never a wildcard across shell syntax
+    return _bash_pattern_matches(pattern, command, deny=False)
+
+
+def rule_matches(rule: str, tool_name: str, tool_input: dict[str, Any], *, deny: bool = False) -> bool:
+    """Whether an allow rule (or with `deny`, a deny rule) covers the call."""
     parsed = _RULE.match(rule.strip())
     if not parsed or parsed["tool"].strip() != tool_name:
         return False
@@ -71,8 +112,32 @@ def rule_matches(rule: str, tool_name: str, tool_input: dict[str, Any]) -> bool:
     argument = main_argument(tool_name, tool_input)
     if argument is None:
         return False
+    if tool_name == "Bash":
+        return _bash_rule_matches(pattern, argument, deny=deny)
     glob = pattern[:-2] + "*" if pattern.endswith(":*") else pattern
     return fnmatch.fnmatchcase(argument, glob)
+
+
+def remembered_rule(tool_name: str, tool_input: dict[str, Any]) -> str | None:
+    """The rule a decision remembered for the session stands for, or None when none can be derived safely.
+
+    Bash: the command's first word, plus the second when it is a plain subcommand word (`git status` ->
+    `Bash(git status:*)`, `ls -la` -> `Bash(ls:*)`); a command with shell syntax (`;`, `&&`, `|`, `$(...)`,
+    redirections, newlines...), an unusual first word or a very long text gets no rule. Other tools: the tool's name
+    (`Write`, `mcp__server__tool`). The sandbox's network questions get none (one rule would open every host).
+    """
+    if tool_name == "Bash":
+        command = tool_input.get("command")
+        if not isinstance(command, str) or len(command) > MAX_REMEMBERED_COMMAND or is_compound(command):
+            return None
+        words = command.split()
+        if not words or not _COMMAND_NAME.match(words[0]):
+            return None
+        leading = words[:2] if len(words) > 1 and _SUBCOMMAND.match(words[1]) else words[:1]
+        return f"Bash({' '.join(leading)}:*)"
+    if tool_name == SANDBOX_NETWORK_TOOL or not _PLAIN_TOOL_NAME.match(tool_name):
+        return None
+    return tool_name
 
 
 def _glob_root(pattern: str) -> str:
@@ -248,7 +313,7 @@ def decide(
     if guarded:
         return guarded
     for rule in disallowed:
-        if rule_matches(rule, tool_name, tool_input):
+        if rule_matches(rule, tool_name, tool_input, deny=True):
             return Verdict("deny", "rule", f"denied by rule {rule!r}")
     for rule in allowed:
         if rule_matches(rule, tool_name, tool_input):

@@ -1,12 +1,13 @@
 """Refusing URLs that point into the server's own network (SSRF): loopback, private, link-local, metadata.
 
-Used for MCP server URLs and for every network target an agent names outside its sandboxed Bash (WebFetch,
-URLs in MCP tool inputs, hosts the sandbox's network proxy asks about).
+Used for MCP server URLs, webhook URLs and every network target an agent names outside its sandboxed Bash
+(WebFetch, URLs in MCP tool inputs, hosts the sandbox's network proxy asks about).
 
 Every address the host resolves to is checked, so a name with one public and one private address is refused.
 Numeric host forms such as ``http://2130706433/`` or ``http://0x7f.1/`` are resolved by the C library to the
-address they denote and so meet the same check. What remains is the window between this check and the
-connection (DNS rebinding); health checks re-check right before connecting and never follow redirects.
+address they denote and so meet the same check. Webhook deliveries connect to the address `pinned_target`
+checked; elsewhere what remains is the window between the check and the connection (DNS rebinding): health checks
+re-check right before connecting and never follow redirects.
 """
 
 from __future__ import annotations
@@ -164,11 +165,31 @@ async def check_url(url: str, allowed_hosts: Iterable[str]) -> None:
     scheme, host = _parsed(url)
     if is_allowed_host(host, allowed_hosts):
         return
+    await _checked_addresses(host, scheme)
+
+
+async def _checked_addresses(host: str, scheme: str, port: int | None = None) -> list[str]:
     if host in _METADATA_HOSTS:
         raise UnsafeUrl(f"the host {host!r} is a cloud metadata endpoint")
     numeric = inet_aton_form(host)
-    addresses = [numeric] if numeric else await _resolve(host, 443 if scheme == "https" else 80)
+    addresses = [numeric] if numeric else await _resolve(host, port or (443 if scheme == "https" else 80))
     for address in addresses:
         reason = blocked_reason(address)
         if reason:
             raise UnsafeUrl(f"the host {host!r} resolves to a {reason} address, which is not allowed")
+    return addresses
+
+
+async def pinned_target(url: str, allowed_hosts: Iterable[str]) -> tuple[str, int, str]:
+    """(host, port, address) to connect to for `url`: the address passed the same check as `check_url`, and the
+    caller connects to it rather than resolving the name again, which closes the DNS-rebinding window."""
+    scheme, host = _parsed(url)
+    port = urlsplit(url).port or (443 if scheme == "https" else 80)
+    if is_allowed_host(host, allowed_hosts):
+        numeric = inet_aton_form(host)
+        addresses = [numeric] if numeric else await _lookup(host, port)
+    else:
+        addresses = await _checked_addresses(host, scheme, port)
+    if not addresses:
+        raise UnresolvableHost(f"the host {host!r} cannot be resolved")
+    return host, port, addresses[0]

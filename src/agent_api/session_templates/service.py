@@ -26,6 +26,8 @@ SESSION_FIELDS = (
     "disallowed_tools",
     "blocked_commands",
     "permission_mode",
+    "permission_timeout_s",
+    "on_permission_timeout",
     "sdk_options",
     "mcp_server_ids",
 )

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import idempotency
 from agent_api.auth.deps import CurrentUser
@@ -18,8 +20,8 @@ from agent_api.monitoring import service as monitoring_service
 from agent_api.monitoring.schemas import CurrentMetrics
 from agent_api.pagination import Page, Pagination, paged
 from agent_api.runtime import workdir
+from agent_api.sessions import answers, service
 from agent_api.sessions import repository as repo
-from agent_api.sessions import service
 from agent_api.sessions.deps import OwnedSession
 from agent_api.sessions.schemas import (
     ArchiveRead,
@@ -28,6 +30,7 @@ from agent_api.sessions.schemas import (
     MessageRead,
     MetricsSnapshotRead,
     PermissionAnswer,
+    PermissionAnswered,
     PermissionRead,
     QueryAccepted,
     QueryCompleted,
@@ -100,12 +103,17 @@ async def query(
     state: State,
     key: idempotency.IdempotencyKey = None,
 ) -> Any:
-    """Send a message to the session's agent: 202 at once, or with `wait: true` 200 and the finished turn (202 when it
-    outlives the wait). `fork: true` sends it to a new fork. 409 `session_busy` / `session_paused` / `session_archived`;
-    `Idempotency-Key` runs it once (422 `idempotency_key_reused`, 409 `idempotency_in_progress`)."""
-    claim = await idempotency.begin(db, user.id, f"query:{s.id}", key, request, body)
-    if isinstance(claim, JSONResponse):
-        return claim
+    """Send a message to the session's agent: 202 at once, or with `wait: true` 200 and the finished turn (202
+    `waiting` with `pending_permissions` as soon as a person must decide, 202 `processing` when it outlives the wait).
+    `fork: true` sends it to a new fork. 409 `session_busy` / `session_paused` / `session_archived`.
+    `Idempotency-Key` runs it once: a retry gets the turn as it is now (200 once it has finished; 202 `waiting` or
+    `processing` before, waiting again like the first with `wait: true`), never a second turn; 422
+    `idempotency_key_reused` for another request, 409 `idempotency_in_progress` while the first still waits."""
+    scope = f"query:{s.id}"
+    claim = await idempotency.begin(db, user.id, scope, key, request, body)
+    if isinstance(claim, idempotency.Replay):
+        assert key is not None
+        return await _replay_query(db, state, idempotency.ClaimedKey(user.id, scope, key), claim, body.wait)
     sent = await service.send_message(db, state, user, s, body.message, into_fork=body.fork)
     accepted = QueryAccepted(id=sent.session.id, message_id=sent.message.id, turn_id=sent.turn.id, status="processing")
     await idempotency.finish(db, claim, 202, accepted, in_progress=body.wait)
@@ -127,6 +135,30 @@ async def query(
         completed = await service.completed_query(fresh, accepted)
         await idempotency.finish(fresh, claim, 200, completed)
     return JSONResponse(completed.model_dump(mode="json"), status_code=200)
+
+
+async def _replay_query(
+    db: AsyncSession, state: AppState, key: idempotency.ClaimedKey, replay: idempotency.Replay, wait: bool
+) -> JSONResponse:
+    """A keyed retry of a query: a 202 is not a final answer, so the answer is the turn's state now (with `wait`, after
+    waiting as the first request did); once the turn has finished, its outcome, kept as the key's answer."""
+    try:
+        accepted = QueryAccepted.model_validate(replay.stored)
+    except ValidationError:
+        return replay
+    if replay.stored_status == 200:
+        return replay  # already final
+    await end_transaction(db)
+    async with state.db.transaction(readonly=True) as fresh:
+        status_code, current = await service.query_state(fresh, state, accepted)
+    if wait and status_code == 202 and current.status == "processing":
+        await state.dispatcher.wait_turn_or_question(accepted.id, state.settings.query_wait_timeout_s)
+        async with state.db.transaction(readonly=True) as fresh:
+            status_code, current = await service.query_state(fresh, state, accepted)
+    if status_code == 200:
+        async with state.db.transaction() as fresh:
+            await idempotency.finish(fresh, key, status_code, current)
+    return JSONResponse(current.model_dump(mode="json"), status_code=status_code, headers={"Idempotent-Replay": "true"})
 
 
 async def _remember_in_fresh_transaction(
@@ -230,13 +262,17 @@ async def permissions(s: OwnedSession, db: DB, params: Pagination) -> Page[Permi
     return await paged(db, repo.permissions_of(s.id), params, PermissionRead)
 
 
-@router.post("/{session_id}/permissions/{request_id}", response_model=PermissionRead)
+@router.post("/{session_id}/permissions/{request_id}", response_model=PermissionAnswered)
 async def answer_permission(
-    s: OwnedSession, request_id: uuid.UUID, body: PermissionAnswer, db: DB, state: State
-) -> PermissionRead:
-    """Answer a pending permission request: 404 for an unknown one, 409 once it is decided."""
-    request = await service.answer_permission(db, state, s, request_id, body)
-    return PermissionRead.model_validate(request)
+    s: OwnedSession, request_id: uuid.UUID, body: PermissionAnswer, user: CurrentUser, db: DB, state: State
+) -> PermissionAnswered:
+    """Answer a pending permission request: 404 for an unknown one, 409 once it is decided. `remember: "session"`
+    adds a rule to the session's `allowed_tools` (allow) or `disallowed_tools` (deny) so later matching calls are
+    decided without asking (`remembered_rule`; null when none can be derived safely, e.g. a compound command)."""
+    answered = await answers.answer_permission(db, state, user, s, request_id, body)
+    read = PermissionAnswered.model_validate(answered.request)
+    read.remembered_rule = answered.remembered_rule
+    return read
 
 
 @router.get("/{session_id}/metrics/snapshots", response_model=Page[MetricsSnapshotRead])

@@ -135,6 +135,13 @@ class ResumeRequest(BaseModel):
 class PermissionAnswer(BaseModel):
     decision: Literal["allow", "deny"]
     message: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    remember: Literal["session"] | None = Field(
+        default=None,
+        description="`session`: also decide later matching calls of this session the same way, by a rule added to "
+        "its `allowed_tools` (allow) or `disallowed_tools` (deny): for Bash the command's leading words "
+        "(`Bash(git status:*)`), for other tools the tool's name. A Bash command with shell syntax (`;`, `&&`, `|`, "
+        "`$(...)`, redirections, newlines) gets no rule: the answer applies to this call only",
+    )
 
 
 class MessageRead(BaseModel):
@@ -181,6 +188,14 @@ class PermissionRead(BaseModel):
     reason: str | None
     created_at: datetime
     decided_at: datetime | None
+
+
+class PermissionAnswered(PermissionRead):
+    remembered_rule: str | None = Field(
+        default=None,
+        description="The rule `remember: session` added to the session; null when none was asked for or none can "
+        "be derived safely (then the answer applied to this call only)",
+    )
 
 
 class HookRunRead(BaseModel):

@@ -1,4 +1,4 @@
-"""Session lifecycle: create, list, delete, pause, resume, fork, archive, permission answers, start-up recovery."""
+"""Session lifecycle: create, list, delete, pause, resume, fork, archive, query answers, start-up recovery."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import idempotency
-from agent_api.db import after_commit
+from agent_api.agent_settings import permission_policy
 from agent_api.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
-from agent_api.event_log import append_event, change_status, record_status_change
+from agent_api.event_log import change_status, record_status_change
 from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import Message, PermissionRequest, Session, SessionArchive, Turn, User
 from agent_api.models.base import utcnow
@@ -26,7 +26,6 @@ from agent_api.sessions import repository as repo
 from agent_api.sessions.schemas import (
     ForkRequest,
     PendingPermission,
-    PermissionAnswer,
     QueryAccepted,
     QueryCompleted,
     SessionCreate,
@@ -91,6 +90,8 @@ async def create_session(db: AsyncSession, state: AppState, user: User, body: Se
         disallowed_tools=body.disallowed_tools,
         blocked_commands=body.blocked_commands,
         permission_mode=body.permission_mode,
+        permission_timeout_s=body.permission_timeout_s,
+        on_permission_timeout=body.on_permission_timeout,
         sdk_options=body.sdk_options.model_dump(exclude_none=True),
         mcp_server_ids=[str(i) for i in mcp_server_ids],
         meta=body.metadata,
@@ -147,7 +148,8 @@ async def send_message(
 async def unfinished_query(db: AsyncSession, state: AppState, accepted: QueryAccepted) -> QueryAccepted:
     """The answer to a `wait: true` query whose turn goes on: `waiting` with what it waits for, or `processing`."""
     pending = [p for p in await repo.pending_permissions(db, accepted.id) if p.turn_id == accepted.turn_id]
-    timeout = timedelta(seconds=state.settings.permission_timeout_s)
+    s = await repo.get_session(db, accepted.id)
+    timeout = timedelta(seconds=permission_policy(s, state.settings.permission_timeout_s).timeout_s)
     return accepted.model_copy(
         update={
             "status": "waiting" if pending else "processing",
@@ -170,7 +172,7 @@ async def completed_query(db: AsyncSession, accepted: QueryAccepted) -> QueryCom
     s = await repo.get_session(db, accepted.id)
     assert turn is not None and s is not None
     return QueryCompleted(
-        **accepted.model_dump(exclude={"status"}),
+        **accepted.model_dump(exclude={"status", "pending_permissions"}),
         status=s.status,
         result=turn.result,
         is_error=turn.is_error or turn.status != "completed",
@@ -181,6 +183,18 @@ async def completed_query(db: AsyncSession, accepted: QueryAccepted) -> QueryCom
         duration_ms=turn.duration_ms,
         turn_status=turn.status,
     )
+
+
+async def query_state(
+    db: AsyncSession, state: AppState, accepted: QueryAccepted
+) -> tuple[int, QueryAccepted | QueryCompleted]:
+    """What a query's turn is now: 200 with the finished turn, or 202 `waiting` (with its requests) or `processing`."""
+    turn = await turns_service.get_turn(db, accepted.turn_id)
+    if turn is None:
+        return 202, accepted  # nothing more to tell
+    if turn.status not in turns_service.UNFINISHED:
+        return 200, await completed_query(db, accepted)
+    return 202, await unfinished_query(db, state, accepted)
 
 
 async def get_owned(db: AsyncSession, user: User, session_id: uuid.UUID) -> Session:
@@ -257,6 +271,8 @@ async def fork(db: AsyncSession, state: AppState, user: User, parent: Session, b
         disallowed_tools=list(parent.disallowed_tools or []),
         blocked_commands=list(parent.blocked_commands or []),
         permission_mode=parent.permission_mode,
+        permission_timeout_s=parent.permission_timeout_s,
+        on_permission_timeout=parent.on_permission_timeout,
         sdk_options=dict(parent.sdk_options or {}),
         mcp_server_ids=list(parent.mcp_server_ids or []),
         meta=dict(parent.meta or {}),
@@ -335,29 +351,6 @@ async def archive(db: AsyncSession, state: AppState, s: Session) -> SessionArchi
     await db.flush()
     await asyncio.to_thread(workdir.remove_workdir, source)
     return record
-
-
-async def answer_permission(
-    db: AsyncSession, state: AppState, s: Session, request_id: uuid.UUID, answer: PermissionAnswer
-) -> PermissionRequest:
-    request = await repo.get_permission(db, s.id, request_id)
-    if request is None:
-        raise NotFound("Permission request not found", code="permission_request_not_found")
-    if request.decision is not None:
-        raise Conflict("This permission request is already decided", code="permission_already_decided")
-    reason = answer.message or f"{answer.decision} by the user"
-    if not await turns_service.answer_permission(db, request_id, answer.decision, reason):
-        raise Conflict("This permission request is already decided", code="permission_already_decided")
-    await db.refresh(request)
-    await append_event(
-        db,
-        s.id,
-        "permission_resolved",
-        {"request_id": str(request_id), "decision": answer.decision, "decided_by": "user"},
-    )
-    decision = answer.decision
-    after_commit(db, lambda: state.dispatcher.answer_permission(request_id, decision, reason))
-    return request
 
 
 async def recover_after_restart(state: AppState) -> int:

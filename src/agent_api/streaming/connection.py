@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agent_api.bus import frame_text
 from agent_api.errors import AppError
 from agent_api.models import User
+from agent_api.sessions import answers
 from agent_api.sessions import service as sessions_service
 from agent_api.sessions.schemas import PermissionAnswer, QueryRequest
 from agent_api.state import AppState
@@ -162,7 +163,9 @@ class StreamConnection:
             await sessions_service.send_message(db, self.state, self.user, s, body.message)
 
     async def _permission_response(self, data: dict[str, Any]) -> None:
-        answer = PermissionAnswer.model_validate({"decision": data.get("decision"), "message": data.get("message")})
+        answer = PermissionAnswer.model_validate(
+            {"decision": data.get("decision"), "message": data.get("message"), "remember": data.get("remember")}
+        )
         try:
             request_id = uuid.UUID(str(data.get("request_id")))
         except ValueError:
@@ -172,7 +175,7 @@ class StreamConnection:
             s = await sessions_service.find_owned(db, self.user.id, self.session_id)
             if s is None:
                 raise AppError("Session not found", code="session_not_found")
-            await sessions_service.answer_permission(db, self.state, s, request_id, answer)
+            await answers.answer_permission(db, self.state, self.user, s, request_id, answer)
 
 
 class _TooSlow(Exception):

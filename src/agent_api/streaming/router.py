@@ -1,22 +1,25 @@
-"""`/sessions/{id}/stream` (WebSocket) and `/sessions/{id}/stream-ticket`."""
+"""`/sessions/{id}/stream` (WebSocket), `/sessions/{id}/events` (Server-Sent Events) and `/sessions/{id}/stream-ticket`."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter, WebSocket, status
+from fastapi import APIRouter, Header, Query, WebSocket, status
+from sse_starlette import EventSourceResponse
 
 from agent_api.auth import service as auth_service
 from agent_api.auth.deps import CurrentUser
-from agent_api.deps import DB, get_state
+from agent_api.deps import DB, State, get_state
 from agent_api.errors import AppError
 from agent_api.models import User
 from agent_api.sessions import service as sessions_service
 from agent_api.sessions.deps import OwnedSession
 from agent_api.state import AppState
-from agent_api.streaming import service
+from agent_api.streaming import service, sse
 from agent_api.streaming.connection import StreamConnection
+from agent_api.streaming.deps import StreamUser
 from agent_api.streaming.schemas import StreamTicketRead
 
 router = APIRouter(tags=["streaming"])
@@ -26,6 +29,26 @@ CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
 _SEQ = re.compile(r"[0-9]{1,18}")
+MAX_SEQ = 10**18 - 1  # what `_SEQ` admits
+
+_EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A `text/event-stream`: a `connected` record, then one record per event, `id` = its seq. "
+        f"Idle lines get a comment (`: ping`) every {sse.HEARTBEAT_S:g} seconds.",
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "example": 'event: connected\r\ndata: {"type":"connected","session_id":"...","ts":"...",'
+                '"data":{"status":"active","latest_seq":7,"pending_permission_requests":[]}}\r\n\r\n'
+                'id: 8\r\nevent: message_sent\r\ndata: {"type":"message_sent","session_id":"...","seq":8,'
+                '"ts":"...","data":{"message_id":"..."}}\r\n\r\n',
+            }
+        },
+    },
+    401: {"description": "No credential, or a bad token or ticket"},
+    404: {"description": "Unknown session, or another user's"},
+    422: {"description": "A bad `after_seq` or `Last-Event-ID`"},
+}
 
 
 @router.post(
@@ -36,6 +59,36 @@ async def stream_ticket(s: OwnedSession, user: CurrentUser, db: DB) -> StreamTic
     URL (201). 404 for another user's session."""
     ticket, expires_at = await service.issue_ticket(db, user, s)
     return StreamTicketRead(ticket=ticket, expires_at=expires_at, expires_in=service.TICKET_TTL_S)
+
+
+@router.get("/sessions/{session_id}/events", response_class=EventSourceResponse, responses=_EVENTS_RESPONSES)
+async def session_events(
+    session_id: uuid.UUID,
+    user: StreamUser,
+    db: DB,
+    state: State,
+    after_seq: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="Replay the stored events after this seq first")
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            le=MAX_SEQ,
+            description="The `id` of the last record received; EventSource sends it when it reconnects. "
+            "Wins over `after_seq`.",
+        ),
+    ] = None,
+    partial: Annotated[bool, Query(description="Add unsaved token-level `delta` records")] = False,
+) -> EventSourceResponse:
+    """The events of one of the caller's sessions as Server-Sent Events: the WebSocket stream's frames, each record
+    `id: <seq>`, `event: <type>`, `data: <frame>`. With `Last-Event-ID` (or `?after_seq=`) the stored events after
+    it come first, then live ones, with no gap and no duplicate; without, live events only. Authenticated by the
+    `Authorization` header or, for EventSource, a stream ticket in `?ticket=`. 404 for another user's session."""
+    await sessions_service.get_owned(db, user, session_id)
+    resume = last_event_id if last_event_id is not None else after_seq
+    return sse.event_stream(state, session_id, resume, partial)
 
 
 async def _authenticate(state: AppState, session_id: uuid.UUID, token: str | None, ticket: str | None) -> User | None:

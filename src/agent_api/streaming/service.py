@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import uuid
@@ -22,6 +23,7 @@ from agent_api.streaming import repository as repo
 TICKET_TTL_S = 30
 CATCH_UP_BATCH = 2000
 LIVE_BATCH = 200
+_WAKE_UP = BusEvent(uuid.UUID(int=0), None)  # put in a stopped stream's inbox so a waiting reader sees the stop
 
 
 def _ticket_hash(ticket: str) -> str:
@@ -39,9 +41,20 @@ async def issue_ticket(db: AsyncSession, user: User, session: Session) -> tuple[
 
 
 async def redeem_ticket(db: AsyncSession, ticket: str, session_id: uuid.UUID) -> User | None:
-    """The ticket's user, once: a used, expired or other-session ticket gives None."""
-    now = utcnow()
-    user_id = await repo.redeem_ticket(db, _ticket_hash(ticket), session_id, now)
+    """The ticket's user, once (a WebSocket's): a used, expired or other-session ticket gives None."""
+    user_id = await repo.redeem_ticket(db, _ticket_hash(ticket), session_id, utcnow())
+    return await _active_user(db, user_id)
+
+
+async def redeem_ticket_for_sse(db: AsyncSession, ticket: str, session_id: uuid.UUID) -> User | None:
+    """The ticket's user for an event stream (Server-Sent Events), or None. Unlike a WebSocket's, the ticket keeps
+    opening this session's event stream until it expires: a browser's EventSource reconnects with the URL it was
+    given. A ticket a WebSocket used, an expired one or another session's gives None."""
+    user_id = await repo.hold_ticket_for_sse(db, _ticket_hash(ticket), session_id, utcnow())
+    return await _active_user(db, user_id)
+
+
+async def _active_user(db: AsyncSession, user_id: uuid.UUID | None) -> User | None:
     if user_id is None:
         return None
     user = await db.get(User, user_id)
@@ -82,6 +95,14 @@ class EventStream:
         self.sub = subscription
         self.last = after
         self._catch_up = True  # subscribed first, then read: nothing committed in between is missed
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End the stream: `next_batch` answers None from now on, also when it is waiting right now."""
+        self._stopped = True
+        # Wake a waiting `next_batch`; a full inbox means it is not waiting, and it checks the flag before it does.
+        with contextlib.suppress(asyncio.QueueFull):
+            self.sub.queue.put_nowait(_WAKE_UP)
 
     async def _read_log(self) -> list[BusEvent]:
         async with self.state.db.transaction(readonly=True) as db:
@@ -95,8 +116,11 @@ class EventStream:
         return events
 
     async def next_batch(self, idle_s: float | None = None) -> list[BusEvent] | None:
-        """The next events to send, or None when nothing happened within `idle_s` (when given)."""
+        """The next events to send, or None when nothing happened within `idle_s` (when given) or the stream was
+        stopped."""
         while True:
+            if self._stopped:
+                return None
             if self.sub.overflowed:
                 self.sub.overflowed = False
                 self._drain()
@@ -117,6 +141,8 @@ class EventStream:
             batch = [first]
             while len(batch) < LIVE_BATCH and not self.sub.queue.empty():
                 batch.append(self.sub.queue.get_nowait())
+            if self._stopped:  # the batch may hold the wake-up call, which is no event
+                return None
             out = self._accept(batch)
             if out:
                 return out

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import idempotency
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State, end_transaction
+from agent_api.errors import NotFound
+from agent_api.models import User
 from agent_api.models.task import EXECUTION_STATUSES
 from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.pagination import Page, Pagination, paged
@@ -91,11 +95,12 @@ async def execute_task(
     body: ExecuteRequest | None = None,
 ) -> Any:
     """Run the task now with `variables` over its defaults: 202 with the queued execution. 422
-    `missing_variables`, 402 `budget_exceeded`, 429 over the rate limit; `Idempotency-Key` runs it once per key."""
+    `missing_variables`, 402 `budget_exceeded`, 429 over the rate limit; `Idempotency-Key` runs it once per key
+    (a retry gets 202 with the execution as it is now)."""
     body = body or ExecuteRequest()
     claim = await idempotency.begin(db, user.id, f"execute:{task.id}", key, request, body)
-    if isinstance(claim, JSONResponse):
-        return claim
+    if isinstance(claim, idempotency.Replay):
+        return await _current_execution(db, user, claim)
     check_user_rate(state, user.id, "execute")
     await ensure_within_budget(db, state, user.id)
     execution = await runner.create_execution(db, task, body.variables, "manual")
@@ -103,6 +108,17 @@ async def execute_task(
     await idempotency.finish(db, claim, 202, accepted)
     runner.submit(db, state, execution)
     return accepted
+
+
+async def _current_execution(db: AsyncSession, user: User, replay: idempotency.Replay) -> JSONResponse:
+    """A keyed retry: the same execution, never a second one, with its status now rather than `queued` again."""
+    try:
+        execution_id = uuid.UUID(str(replay.stored.get("id")))
+        execution = await service.get_owned_execution(db, user, execution_id)
+    except (ValueError, NotFound):
+        return replay
+    body = ExecutionRead.model_validate(execution).model_dump(mode="json")
+    return JSONResponse(body, status_code=replay.stored_status, headers={"Idempotent-Replay": "true"})
 
 
 @router.get("/{task_id}/executions", response_model=Page[ExecutionRead])

@@ -15,10 +15,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api import webhook_outbox
+from agent_api.agent_settings import permission_policy, seconds_text
 from agent_api.db import after_commit
 from agent_api.errors import AppError, Conflict, ValidationFailed
 from agent_api.event_log import claim_and_record
-from agent_api.models import Task, TaskExecution, Turn, User
+from agent_api.models import PermissionRequest, Task, TaskExecution, Turn, User
 from agent_api.models.base import utcnow
 from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.reports import service as report_service
@@ -27,6 +29,7 @@ from agent_api.state import AppState
 from agent_api.tasks import prompt as prompts
 from agent_api.tasks import repository as repo
 from agent_api.tasks.service import session_body
+from agent_api.turns import service as turns_service
 
 log = logging.getLogger("agent_api.tasks")
 UNFINISHED = ("pending", "queued", "running")
@@ -74,15 +77,35 @@ def submit(db: AsyncSession, state: AppState, execution: TaskExecution) -> None:
 async def _finish(
     db: AsyncSession, execution: TaskExecution, status: str, *, code: str | None = None, error: str | None = None
 ) -> None:
-    # A cancel that arrived while the execution ran has already set the final status.
+    # A cancel that arrived while the execution ran has already set the final status (and announced it).
     if execution.status not in UNFINISHED:
         status = execution.status
+        announce = False
+    else:
+        announce = True
     execution.status = status
     execution.error_code = code if execution.error_code is None else execution.error_code
     execution.error_message = (error or "")[:4000] or execution.error_message
     execution.finished_at = utcnow()
     if execution.started_at is not None:
         execution.duration_ms = int((execution.finished_at - execution.started_at).total_seconds() * 1000)
+    if announce:
+        await webhook_outbox.emit(
+            db,
+            execution.user_id,
+            "task_execution.completed" if status == "completed" else "task_execution.failed",
+            {
+                "execution_id": str(execution.id),
+                "task_id": str(execution.task_id),
+                "session_id": None if execution.session_id is None else str(execution.session_id),
+                "status": status,
+                "trigger_type": execution.trigger_type,
+                "error_code": execution.error_code,
+                "duration_ms": execution.duration_ms,
+                "total_cost_usd": execution.total_cost_usd,
+                "path": f"{webhook_outbox.API}/tasks/executions/{execution.id}",
+            },
+        )
 
 
 async def _start(state: AppState, execution_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, int] | None:
@@ -162,18 +185,37 @@ async def _complete(
             "usage": turn.usage,
             "num_turns": turn.num_turns,
         }
+        unanswered = await turns_service.timed_out_denials(db, turn_id)
         if timed_out:
             status, code, error = "timed_out", "timed_out", f"the task did not finish within {task.timeout_seconds} s"
-        elif turn.status == "completed" and not turn.is_error:
-            status, code, error = "completed", None, None
         elif turn.status == "interrupted":
             status, code, error = "cancelled", "interrupted", "the turn was interrupted"
+        elif unanswered:
+            # Nobody watches a task's turn: a call denied for want of an answer means the work was not done,
+            # whatever the agent said after it.
+            status, code, error = "failed", "permission_timeout", await _unanswered(db, state, session_id, unanswered)
+        elif turn.status == "completed" and not turn.is_error:
+            status, code, error = "completed", None, None
         else:
             status, code, error = "failed", "turn_failed", "; ".join(turn.errors or []) or turn.result or "turn failed"
         await _finish(db, execution, status, code=code, error=error)
         await claim_and_record(db, session_id, ("active", "failed"), "completed", "task execution finished")
         if task.generate_report:
             await _report(db, state, execution, session_id, task)
+
+
+async def _unanswered(
+    db: AsyncSession, state: AppState, session_id: uuid.UUID, requests: list[PermissionRequest]
+) -> str:
+    s = await session_service.get_session(db, session_id)
+    waited = seconds_text(permission_policy(s, state.settings.permission_timeout_s).timeout_s)
+    tools = list(dict.fromkeys(r.tool_name for r in requests))
+    more = f" ({len(requests)} calls)" if len(requests) > 1 else ""
+    return (
+        f"{', '.join(tools)} needed a permission decision and nobody answered within {waited}{more}; "
+        "denied by the session's on_permission_timeout (deny). Set permission_mode, allowed_tools or "
+        'on_permission_timeout: "allow" on the task for unattended runs'
+    )
 
 
 async def _report(

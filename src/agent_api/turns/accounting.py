@@ -149,20 +149,20 @@ async def record_result(
     return TurnOutcome(turn.status, cost, estimated, turn.input_tokens, turn.output_tokens)
 
 
-async def warn_budget(
+async def announce_budget_levels(
     db: AsyncSession, state: AppState, session_id: uuid.UUID, user_id: uuid.UUID, cost: float
 ) -> bool:
-    """A `budget_warning` event on the session's stream when this turn took the month past the warning level.
+    """`budget_warning` and `budget_exceeded` events on the session's stream (and so to webhooks) when this turn
+    took the month past the warning level or the limit; True when the warning level was crossed.
 
     Runs after the user row was updated in this transaction (which holds its lock on PostgreSQL), so two turns
-    finishing at once cannot both miss, or both send, the warning.
+    finishing at once cannot both miss, or both send, an event.
     """
     user = await db.get(User, user_id)
-    data = await budgets.warn_if_crossed(db, state, user_id, cost, user.monthly_budget_usd if user else None)
-    if data is None:
-        return False
-    await append_event(db, session_id, "budget_warning", data)
-    return True
+    crossed = await budgets.levels_crossed(db, state, user_id, cost, user.monthly_budget_usd if user else None)
+    for kind, data in crossed:
+        await append_event(db, session_id, kind, data)
+    return any(kind == "budget_warning" for kind, _ in crossed)
 
 
 async def record_failure(

@@ -7,16 +7,17 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import audit
+from agent_api.agent_settings import PermissionPolicy, permission_policy, seconds_text
 from agent_api.event_log import append_event, claim_and_record
 from agent_api.models import PermissionRequest
 from agent_api.models.base import utcnow
-from agent_api.runtime.permissions import DecidedBy, Verdict, input_summary
+from agent_api.runtime.permissions import DecidedBy, Decision, Verdict, input_summary
 from agent_api.state import AppState
 from agent_api.turns import repository as repo
 from agent_api.turns.jsonable import jsonable
@@ -31,6 +32,18 @@ class Approvals:
     user_id: uuid.UUID
     decided: set[str]
     _deferred: list[Callable[[AsyncSession], Awaitable[None]]]
+    # The session's allow and deny rules, read once per turn and again after each person's answer (which may have
+    # remembered a rule).
+    _rules: tuple[list[str], list[str]] | None = None
+
+    async def current_rules(self) -> tuple[list[str], list[str]] | None:
+        if self._rules is None:
+            async with self.state.db.transaction(readonly=True) as db:
+                s = await repo.get_session(db, self.session_id)
+                if s is None:
+                    return None
+                self._rules = (list(s.allowed_tools or []), list(s.disallowed_tools or []))
+        return self._rules
 
     def _transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
         raise NotImplementedError
@@ -89,23 +102,22 @@ class Approvals:
         # Ready before the request is committed (and streamed): an answer that comes at once is not missed.
         state.dispatcher.expect_permission(request_id, self.session_id)
         try:
-            await self._record_request(request_id, tool_name, tool_input, tool_use_id)
+            policy = await self._record_request(request_id, tool_name, tool_input, tool_use_id)
         except BaseException:
             state.dispatcher.discard_permission(request_id)
             raise
         try:
-            answer = await state.dispatcher.wait_permission(
-                request_id, self.session_id, state.settings.permission_timeout_s
-            )
+            answer = await state.dispatcher.wait_permission(request_id, self.session_id, policy.timeout_s)
         except asyncio.CancelledError:
             # The turn ended (interrupt, pause, shutdown) while waiting: the request must not stay pending.
-            await asyncio.shield(self._settle(request_id, "cancelled", "the turn ended before an answer"))
+            await asyncio.shield(self._settle(request_id, "deny", "cancelled", "the turn ended before an answer"))
             raise
         if answer is None:
-            verdict = await self._settle(request_id, "timeout", "no answer in time")
+            verdict = await self._settle(request_id, policy.on_timeout, "timeout", _timeout_reason(policy))
         else:
             decision, reason = answer
             verdict = Verdict("allow" if decision == "allow" else "deny", "user", reason or f"{decision} by the user")
+        self._rules = None  # the answer may have remembered a rule for the session
         async with state.db.transaction() as db:
             if verdict.decision == "deny":
                 self._audit_denial(db, tool_name, tool_use_id, verdict)
@@ -115,9 +127,13 @@ class Approvals:
 
     async def _record_request(
         self, request_id: uuid.UUID, tool_name: str, tool_input: dict[str, Any], tool_use_id: str | None
-    ) -> None:
+    ) -> PermissionPolicy:
+        """Record the pending request; returns how long it waits and what the silence becomes (the session's)."""
         async with self.state.db.transaction() as db:
+            s = await repo.get_session(db, self.session_id)
+            policy = permission_policy(s, self.state.settings.permission_timeout_s)
             summary = jsonable(input_summary(tool_input))
+            created = utcnow()
             db.add(
                 PermissionRequest(
                     id=request_id,
@@ -126,7 +142,7 @@ class Approvals:
                     tool_name=tool_name,
                     tool_use_id=tool_use_id,
                     input_summary=summary,
-                    created_at=utcnow(),
+                    created_at=created,
                 )
             )
             await db.flush()
@@ -134,9 +150,17 @@ class Approvals:
                 db,
                 self.session_id,
                 "permission_request",
-                {"request_id": str(request_id), "tool": tool_name, "input": summary, "tool_use_id": tool_use_id},
+                {
+                    "request_id": str(request_id),
+                    "tool": tool_name,
+                    "input": summary,
+                    "tool_use_id": tool_use_id,
+                    "expires_at": (created + timedelta(seconds=policy.timeout_s)).isoformat(),
+                    "on_timeout": policy.on_timeout,
+                },
             )
             await claim_and_record(db, self.session_id, ("processing",), "waiting", f"{tool_name} needs permission")
+        return policy
 
     def _audit_denial(self, db: AsyncSession, tool_name: str, tool_use_id: str | None, verdict: Verdict) -> None:
         details = {"tool": tool_name, "tool_use_id": tool_use_id, "decided_by": verdict.decided_by}
@@ -150,19 +174,27 @@ class Approvals:
             details={**details, "reason": verdict.reason, "turn_id": str(self.turn_id)},
         )
 
-    async def _settle(self, request_id: uuid.UUID, decided_by: DecidedBy, reason: str) -> Verdict:
-        """Deny a request nobody answered, unless an answer got in first (then that answer stands)."""
+    async def _settle(self, request_id: uuid.UUID, decision: Decision, decided_by: DecidedBy, reason: str) -> Verdict:
+        """Settle a request nobody answered (`decision` by the timeout policy, or deny when the turn ends), unless
+        an answer got in first (then that answer stands)."""
         async with self._transaction() as db:
-            if await repo.decide_permission(db, request_id, "deny", decided_by, reason):
+            if await repo.decide_permission(db, request_id, decision, decided_by, reason):
                 await append_event(
                     db,
                     self.session_id,
                     "permission_resolved",
-                    {"request_id": str(request_id), "decision": "deny", "decided_by": decided_by},
+                    {"request_id": str(request_id), "decision": decision, "decided_by": decided_by, "reason": reason},
                 )
-                return Verdict("deny", decided_by, reason)
+                return Verdict(decision, decided_by, reason)
             # Answered at the last moment: the answer stands.
             row = await db.get(PermissionRequest, request_id)
             if row is None or row.decision != "allow":
                 return Verdict("deny", "user", row.reason if row and row.reason else "denied")
             return Verdict("allow", "user", row.reason or "allowed by the user")
+
+
+def _timeout_reason(policy: PermissionPolicy) -> str:
+    waited = seconds_text(policy.timeout_s)
+    if policy.on_timeout == "allow":
+        return f"no answer in {waited}; allowed by the session's on_permission_timeout"
+    return f"no answer in {waited}; denied (on_permission_timeout: deny)"

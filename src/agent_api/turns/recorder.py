@@ -24,7 +24,7 @@ from agent_api.runtime.agent import HookRecord
 from agent_api.runtime.permissions import Verdict, input_summary
 from agent_api.state import AppState
 from agent_api.turns import repository as repo
-from agent_api.turns.accounting import TurnOutcome, record_failure, record_result, warn_budget
+from agent_api.turns.accounting import TurnOutcome, announce_budget_levels, record_failure, record_result
 from agent_api.turns.approvals import Approvals
 from agent_api.turns.jsonable import jsonable
 
@@ -283,7 +283,7 @@ class TurnRecorder(Approvals):
                 db, self.session_id, self.turn_id, self.user_id, result, interrupted, billed_before
             )
             if outcome is not None:
-                warned = await warn_budget(db, self.state, self.session_id, self.user_id, outcome.cost_usd)
+                warned = await announce_budget_levels(db, self.state, self.session_id, self.user_id, outcome.cost_usd)
         if outcome is not None:  # counted once committed
             metrics = self.state.metrics
             metrics.record_turn(outcome.status, outcome.input_tokens, outcome.output_tokens, outcome.cost_usd)

@@ -82,6 +82,19 @@ async def decide_permission(
     return bool(claimed.rowcount)  # type: ignore[attr-defined]
 
 
+async def timed_out_denials(db: AsyncSession, turn_id: uuid.UUID) -> list[PermissionRequest]:
+    stmt = (
+        select(PermissionRequest)
+        .where(
+            PermissionRequest.turn_id == turn_id,
+            PermissionRequest.decided_by == "timeout",
+            PermissionRequest.decision == "deny",
+        )
+        .order_by(PermissionRequest.created_at)
+    )
+    return list((await db.scalars(stmt)).all())
+
+
 async def deny_pending(db: AsyncSession, session_id: uuid.UUID, decided_by: str, reason: str) -> None:
     await db.execute(
         update(PermissionRequest)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_api.db import after_commit
 from agent_api.errors import Conflict, ServiceUnavailable
 from agent_api.event_log import append_event, claim_and_record
-from agent_api.models import Message, Session, Turn, User
+from agent_api.models import Message, PermissionRequest, Session, Turn, User
 from agent_api.models.base import utcnow
 from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.rate_limits import check_user_rate
@@ -23,6 +23,8 @@ from agent_api.turns.recorder import message_payload
 log = logging.getLogger("agent_api.turns")
 
 QUERYABLE = ("created", "connecting", "active", "failed")
+# A turn in one of these has not finished yet.
+UNFINISHED = ("queued", "running")
 _REFUSALS = {
     "processing": ("session_busy", "The session is already running a turn"),
     "waiting": ("session_busy", "The session is waiting for a permission decision"),
@@ -106,6 +108,11 @@ async def answer_permission(db: AsyncSession, request_id: uuid.UUID, decision: s
     """A person's answer on the request's row, if it is still pending; the waiting turn hears of it through the
     dispatcher once this commits."""
     return await repo.decide_permission(db, request_id, decision, "user", reason)
+
+
+async def timed_out_denials(db: AsyncSession, turn_id: uuid.UUID) -> list[PermissionRequest]:
+    """The turn's calls that were denied because nobody answered their permission request in time."""
+    return await repo.timed_out_denials(db, turn_id)
 
 
 async def deny_pending(db: AsyncSession, session_id: uuid.UUID, decided_by: str, reason: str) -> None:
