@@ -23,6 +23,7 @@ from agent_api.auth import service as auth_service
 from agent_api.auth.router import router as auth_router
 from agent_api.bus import create_bus
 from agent_api.config import Settings, get_settings
+from agent_api.console.router import router as console_router
 from agent_api.dispatcher import InProcessDispatcher, Jobs
 from agent_api.errors import install_error_handlers
 from agent_api.logs import redact_server_logs
@@ -188,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.agent_api = state
     install_error_handlers(app)
     app.include_router(_api_router())
+    app.include_router(console_router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

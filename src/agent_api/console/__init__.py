@@ -1,0 +1,1 @@
+"""The web console: static pages and modules served at `/`, talking to the API like any other client."""
