@@ -15,12 +15,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.db import after_commit
-from agent_api.models import Session, Webhook, WebhookDelivery
+from agent_api.models import Session, User, Webhook, WebhookDelivery
 from agent_api.models.base import utcnow
+from agent_api.models.user import ROLE_ADMIN
 
 EventType = Literal[
     "turn.completed",
@@ -52,17 +53,27 @@ def new_event_id() -> str:
 async def emit(db: AsyncSession, user_id: uuid.UUID, event_type: str, data: dict[str, Any]) -> int:
     """Queue `event_type` for the user's active webhooks that subscribe to it, and every global one that does;
     returns how many deliveries were queued."""
-    owner_filter = or_(Webhook.user_id == user_id, Webhook.is_global.is_(True))
-    return await _queue(db, owner_filter, event_type, data)
+    return await _queue(db, Webhook.user_id == user_id, event_type, data)
 
 
 async def emit_for_session(db: AsyncSession, session_id: uuid.UUID, event_type: str, data: dict[str, Any]) -> int:
     owner = select(Session.user_id).where(Session.id == session_id).scalar_subquery()
-    return await _queue(db, or_(Webhook.user_id == owner, Webhook.is_global.is_(True)), event_type, data)
+    return await _queue(db, Webhook.user_id == owner, event_type, data)
 
 
-async def _queue(db: AsyncSession, owner_filter: Any, event_type: str, data: dict[str, Any]) -> int:
-    rows = (await db.execute(select(Webhook.id, Webhook.events).where(Webhook.is_active.is_(True), owner_filter))).all()
+def _listening(owned_by_the_user: Any) -> Any:
+    """Webhooks that hear an event: the user's own, and global ones, each only while its owner is an active user
+    (and for a global one, still an admin): a demoted or disabled owner hears nobody's events."""
+    return and_(
+        Webhook.is_active.is_(True),
+        User.is_active.is_(True),
+        or_(owned_by_the_user, and_(Webhook.is_global.is_(True), User.role == ROLE_ADMIN)),
+    )
+
+
+async def _queue(db: AsyncSession, owned_by_the_user: Any, event_type: str, data: dict[str, Any]) -> int:
+    listening = select(Webhook.id, Webhook.events).join(User, User.id == Webhook.user_id)
+    rows = (await db.execute(listening.where(_listening(owned_by_the_user)))).all()
     targets = [webhook_id for webhook_id, events in rows if event_type in (events or ())]
     queue_deliveries(db, targets, event_type, data)
     return len(targets)
@@ -95,6 +106,29 @@ def queue_deliveries(
     return deliveries
 
 
+PREVIEW_CHARS = 200
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > PREVIEW_CHARS:
+        return value[:PREVIEW_CHARS] + "…"
+    return value
+
+
+def _preview(tool_input: Any) -> dict[str, Any]:
+    """What a person needs to decide on a tool call, not its whole input: top-level plain values, each cut short;
+    nested values only named."""
+    if not isinstance(tool_input, dict):
+        return {}
+    preview: dict[str, Any] = {}
+    for key, value in list(tool_input.items())[:20]:
+        if isinstance(value, (dict, list)):
+            preview[str(key)[:100]] = f"[{type(value).__name__} of {len(value)}]"
+        else:
+            preview[str(key)[:100]] = _short(value)
+    return preview
+
+
 def _session_path(session_id: uuid.UUID) -> str:
     return f"{API}/sessions/{session_id}"
 
@@ -125,7 +159,7 @@ def from_session_event(session_id: uuid.UUID, type_: str, data: dict[str, Any]) 
             "session_id": sid,
             "from": data.get("from"),
             "status": data.get("status"),
-            "reason": data.get("reason"),
+            "reason": _short(data.get("reason")),
             "path": _session_path(session_id),
         }
     if type_ == "result" or (type_ == "error" and data.get("turn_id")):
@@ -135,7 +169,7 @@ def from_session_event(session_id: uuid.UUID, type_: str, data: dict[str, Any]) 
             "session_id": sid,
             "request_id": data.get("request_id"),
             "tool_name": data.get("tool"),
-            "input_summary": data.get("input"),
+            "input_summary": _preview(data.get("input")),
             "expires_at": data.get("expires_at"),
             "path": f"{_session_path(session_id)}/permissions/{data.get('request_id')}",
         }

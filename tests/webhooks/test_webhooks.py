@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from agent_api.app import create_app
 from agent_api.client import AgentApiClient, ApiError, verify_webhook
 from agent_api.models.base import utcnow
+from agent_api.webhook_outbox import from_session_event
 from agent_api.webhooks.delivery import RETRY_DELAYS_S
 from tests.conftest import UserAccount, Users, app_state, assert_error_shape, make_settings, wait_until
 from tests.webhooks.receiver import Receiver
@@ -154,6 +155,14 @@ class TestRegistration:
         self, client: httpx.AsyncClient, alice: UserAccount, body: dict[str, Any]
     ) -> None:
         assert_error_shape(await client.post(API, json=body, headers=alice.headers), 422)
+        assert (await client.get(API, headers=alice.headers)).json()["total"] == 0
+
+    @pytest.mark.parametrize("url", ["http://127.0.0.1:9/a\x01b", "http://127.0.0.1:9/a b", "http://127.0.0.1:9/\x7f"])
+    async def test_control_characters_are_refused(
+        self, client: httpx.AsyncClient, alice: UserAccount, url: str
+    ) -> None:
+        r = await client.post(API, json={"url": url, "events": ["turn.completed"]}, headers=alice.headers)
+        assert_error_shape(r, 422)
         assert (await client.get(API, headers=alice.headers)).json()["total"] == 0
 
     async def test_only_admins_add_global_webhooks(self, client: httpx.AsyncClient, alice: UserAccount) -> None:
@@ -310,6 +319,15 @@ class TestDelivery:
         delivery_id = (await client.post(f"{API}/{hook['id']}/test", headers=alice.headers)).json()["delivery_id"]
         assert (await delivery_after(client, alice, hook["id"], delivery_id, 1))["status"] == "succeeded"
 
+    async def test_one_test_at_a_time(self, client: httpx.AsyncClient, alice: UserAccount, receiver: Receiver) -> None:
+        receiver.script = ["hang"]
+        hook = await create_hook(client, alice, receiver.url)
+        first = await client.post(f"{API}/{hook['id']}/test", headers=alice.headers)
+        assert first.status_code == 202
+        again = await client.post(f"{API}/{hook['id']}/test", headers=alice.headers)
+        assert_error_shape(again, 409, "webhook_test_pending")
+        assert len(await deliveries(client, alice, hook["id"])) == 1
+
     async def test_after_a_rotation_both_secrets_sign_for_a_day(
         self, client: httpx.AsyncClient, alice: UserAccount, receiver: Receiver
     ) -> None:
@@ -387,6 +405,51 @@ class TestOwnership:
 async def _status_reached(client: httpx.AsyncClient, user: UserAccount, session_id: str, *statuses: str) -> bool:
     r = await client.get(f"/api/v1/sessions/{session_id}", headers=user.headers)
     return r.json()["status"] in statuses
+
+
+class TestAfterTheOwnerChanges:
+    async def test_a_demoted_admins_global_webhook_hears_nobody(
+        self, client: httpx.AsyncClient, alice: UserAccount, users: Users
+    ) -> None:
+        admin, other_admin = await users.create(admin=True), await users.create(admin=True)
+        global_receiver = await Receiver().start()
+        try:
+            await create_hook(client, admin, global_receiver.url, events=["session.status_changed"], is_global=True)
+            r = await client.patch(
+                f"/api/v1/admin/users/{admin.id}", json={"is_admin": False}, headers=other_admin.headers
+            )
+            assert r.status_code == 200, r.text
+            # Alice's own hook hears her session; the former admin's global one does not.
+            mine = await Receiver().start()
+            try:
+                await create_hook(client, alice, mine.url, events=["session.status_changed"])
+                session_id = (await client.post("/api/v1/sessions", json={}, headers=alice.headers)).json()["id"]
+                await client.post(f"/api/v1/sessions/{session_id}/pause", headers=alice.headers)
+
+                async def heard() -> bool:
+                    return any(m.payload["data"].get("status") == "paused" for m in mine.received)
+
+                await wait_until(heard, timeout=20)
+            finally:
+                await mine.stop()
+            assert global_receiver.received == []
+        finally:
+            await global_receiver.stop()
+
+
+class TestThinPayloads:
+    def test_a_permission_request_carries_a_preview_not_the_input(self) -> None:
+        data = {
+            "request_id": "r",
+            "tool": "MultiEdit",
+            "input": {"file_path": "a.py", "edits": [{"old": "x" * 10_000}] * 50, "content": "y" * 5_000},
+        }
+        kind, payload = from_session_event(uuid.uuid4(), "permission_request", data)  # type: ignore[misc]
+        assert kind == "permission.requested"
+        summary = payload["input_summary"]
+        assert summary["file_path"] == "a.py" and summary["edits"] == "[list of 50]"
+        assert len(summary["content"]) <= 201
+        assert len(str(payload)) < 1_000
 
 
 class TestClient:

@@ -76,6 +76,63 @@ _COMMAND_NAME = re.compile(r"^[A-Za-z0-9_./+][A-Za-z0-9_./+-]*$")
 _SUBCOMMAND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _PLAIN_TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 MAX_REMEMBERED_COMMAND = 1000
+# Commands whose arguments are another command or a program: remembered only as the exact command.
+_RUNS_OTHER_COMMANDS = frozenset(
+    [
+        "sh",
+        "bash",
+        "zsh",
+        "dash",
+        "ksh",
+        "fish",
+        "env",
+        "sudo",
+        "doas",
+        "su",
+        "xargs",
+        "nohup",
+        "time",
+        "timeout",
+        "exec",
+        "command",
+        "builtin",
+        "eval",
+        "source",
+        ".",
+        "nice",
+        "ionice",
+        "strace",
+        "ltrace",
+        "watch",
+        "chroot",
+        "setsid",
+        "stdbuf",
+        "unbuffer",
+        "parallel",
+        "find",
+        "awk",
+        "gawk",
+        "sed",
+        "make",
+        "npx",
+        "pnpm",
+        "yarn",
+        "npm",
+        "uv",
+        "uvx",
+        "pipx",
+        "docker",
+        "podman",
+        "kubectl",
+        "ssh",
+        "scp",
+        "rsync",
+        "git-shell",
+    ]
+)
+_INTERPRETER = re.compile(
+    r"^(python[0-9.]*|pypy[0-9.]*|node|nodejs|deno|bun|perl|ruby|php|lua[0-9.]*|tclsh|R|Rscript|java|osascript)$"
+)
 
 
 def is_compound(command: str) -> bool:
@@ -121,9 +178,11 @@ def rule_matches(rule: str, tool_name: str, tool_input: dict[str, Any], *, deny:
 def remembered_rule(tool_name: str, tool_input: dict[str, Any]) -> str | None:
     """The rule a decision remembered for the session stands for, or None when none can be derived safely.
 
-    Bash: the command's first word, plus the second when it is a plain subcommand word (`git status` ->
-    `Bash(git status:*)`, `ls -la` -> `Bash(ls:*)`); a command with shell syntax (`;`, `&&`, `|`, `$(...)`,
-    redirections, newlines...), an unusual first word or a very long text gets no rule. Other tools: the tool's name
+    Bash: the command's first two words when the second is a plain subcommand word (`git status --short` ->
+    `Bash(git status:*)`), or the first alone (`ls` -> `Bash(ls:*)`); the exact command when a prefix would cover
+    too much: an option or a file as the second word (`ls -la`, `cat README.md`), or a command that runs other
+    commands or programs (`bash`, `env`, `sudo`, `python3`, `./script`). A command with shell syntax (`;`, `&&`, `|`,
+    `$(...)`, redirections, newlines...), glob characters, an unusual first word or a very long text gets no rule. Other tools: the tool's name
     (`Write`, `mcp__server__tool`). The sandbox's network questions get none (one rule would open every host).
     """
     if tool_name == "Bash":
@@ -131,10 +190,15 @@ def remembered_rule(tool_name: str, tool_input: dict[str, Any]) -> str | None:
         if not isinstance(command, str) or len(command) > MAX_REMEMBERED_COMMAND or is_compound(command):
             return None
         words = command.split()
-        if not words or not _COMMAND_NAME.match(words[0]):
-            return None
-        leading = words[:2] if len(words) > 1 and _SUBCOMMAND.match(words[1]) else words[:1]
-        return f"Bash({' '.join(leading)}:*)"
+        if not words or not _COMMAND_NAME.match(words[0]) or any(c in command for c in "*?[]"):
+            return None  # a glob in the rule would match more than this command
+        if words[0] in _RUNS_OTHER_COMMANDS or "/" in words[0] or _INTERPRETER.match(words[0]):
+            # `bash`, `env`, `sudo`, `python3`, `./script`: any prefix of theirs runs anything; only this command.
+            return f"Bash({' '.join(words)})"
+        if len(words) > 1 and not _SUBCOMMAND.match(words[1]):
+            # `git --version`, `cat README.md`: a prefix rule would cover every option and every file.
+            return f"Bash({' '.join(words)})"
+        return f"Bash({' '.join(words[:2])}:*)"
     if tool_name == SANDBOX_NETWORK_TOOL or not _PLAIN_TOOL_NAME.match(tool_name):
         return None
     return tool_name

@@ -10,16 +10,18 @@ failures, never followed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
+import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from standardwebhooks.webhooks import Webhook as Signer
 
-from agent_api.models import Webhook, WebhookDelivery
+from agent_api.models import User, Webhook, WebhookDelivery
 from agent_api.runtime import ssrf
 from agent_api.state import AppState
 from agent_api.webhooks import repository as repo
@@ -38,6 +40,13 @@ USER_AGENT = "agent-api-webhooks/1"
 _jitter = random.SystemRandom()
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    # Built once: loading the system's certificates takes tens of milliseconds, and would stall the event loop
+    # on every attempt.
+    return ssl.create_default_context()
+
+
 def retry_delay(attempts: int) -> timedelta | None:
     """How long after failed attempt number `attempts` (1-based) the next one is due; None when none is left."""
     if attempts >= MAX_ATTEMPTS:
@@ -54,15 +63,22 @@ def body_of(delivery: WebhookDelivery) -> str:
 
 
 async def deliver_due(state: AppState) -> float | None:
-    """Send every attempt that is due now; the seconds until the next one is due (None: nothing pending)."""
+    """Send every attempt that is due now; the seconds until the next one is due (None: nothing pending).
+
+    At most one attempt per webhook per pass, oldest first: an endpoint that is slow or piles up deliveries delays
+    its own, not everybody's."""
     now = state.clock()
     async with state.db.transaction(readonly=True) as db:
-        due = await repo.due(db, now, BATCH)
+        due = await repo.due(db, now, BATCH * 4)
+    fair = list({webhook_id: (delivery_id, seen) for delivery_id, webhook_id, seen in reversed(due)}.values())
+    fair = sorted(fair, key=lambda item: item[1])[:BATCH]
     claimed: list[uuid.UUID] = []
-    if due:
-        lease = now + timedelta(seconds=state.settings.webhook_timeout_s + LEASE_MARGIN_S)
+    if fair:
+        # Long enough for the whole pass: every claimed attempt is sent before another process may take it.
+        rounds = -(-len(fair) // CONCURRENCY)
+        lease = now + timedelta(seconds=state.settings.webhook_timeout_s * rounds + LEASE_MARGIN_S)
         async with state.db.transaction() as db:
-            claimed = [delivery_id for delivery_id, seen in due if await repo.claim(db, delivery_id, seen, lease)]
+            claimed = [delivery_id for delivery_id, seen in fair if await repo.claim(db, delivery_id, seen, lease)]
     if claimed:
         limit = asyncio.Semaphore(CONCURRENCY)
 
@@ -70,11 +86,13 @@ async def deliver_due(state: AppState) -> float | None:
             async with limit:
                 try:
                     await attempt(state, delivery_id)
-                except Exception:
+                except Exception as exc:
+                    # Counted as a failed attempt, so a delivery that cannot be sent ends instead of looping.
                     log.exception("webhook delivery %s failed unexpectedly", delivery_id)
+                    await _record(state, delivery_id, None, f"internal error: {type(exc).__name__}", final=False)
 
         await asyncio.gather(*(one(d) for d in claimed))
-    if len(due) == BATCH:
+    if len(due) == BATCH * 4 or len(fair) == BATCH:
         return 0.0
     async with state.db.transaction(readonly=True) as db:
         next_at = await repo.next_due_at(db)
@@ -89,6 +107,11 @@ async def attempt(state: AppState, delivery_id: uuid.UUID) -> None:
         return
     if webhook is None or not webhook.is_active:
         await _record(state, delivery_id, None, "the webhook is disabled", final=True)
+        return
+    async with state.db.transaction(readonly=True) as db:
+        owner = await db.get(User, webhook.user_id)
+    if owner is None or not owner.is_active or (webhook.is_global and not owner.is_admin):
+        await _record(state, delivery_id, None, "the webhook's owner may no longer receive these events", final=True)
         return
     status_code, error = await send(state, webhook, delivery)
     await _record(state, delivery_id, status_code, error, final=False)
@@ -114,12 +137,15 @@ async def send(state: AppState, webhook: Webhook, delivery: WebhookDelivery) -> 
     except ssrf.UnsafeUrl as exc:
         return None, f"target refused: {exc}"
     url = httpx.URL(webhook.url)
-    headers["host"] = host if url.port is None else f"{host}:{port}"
+    literal = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets in the Host header
+    headers["host"] = literal if url.port is None else f"{literal}:{port}"
     extensions = {"sni_hostname": host} if url.scheme == "https" else {}
     timeout_s = state.settings.webhook_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
-            async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
+            async with httpx.AsyncClient(
+                timeout=timeout_s, follow_redirects=False, trust_env=False, verify=_tls()
+            ) as client:
                 request = client.build_request(
                     "POST", url.copy_with(host=address), content=body.encode(), headers=headers, extensions=extensions
                 )

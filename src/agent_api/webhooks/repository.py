@@ -9,6 +9,7 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.models import User, Webhook, WebhookDelivery
+from agent_api.webhook_outbox import TEST_EVENT
 
 
 def manageable(user: User) -> Select[Webhook]:
@@ -35,14 +36,15 @@ def deliveries_of(webhook_id: uuid.UUID) -> Select[WebhookDelivery]:
     )
 
 
-async def due(db: AsyncSession, now: datetime, limit: int) -> list[tuple[uuid.UUID, datetime]]:
+async def due(db: AsyncSession, now: datetime, limit: int) -> list[tuple[uuid.UUID, uuid.UUID, datetime]]:
+    """(delivery, webhook, when it fell due) of the attempts due by `now`, oldest first."""
     rows = await db.execute(
-        select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
+        select(WebhookDelivery.id, WebhookDelivery.webhook_id, WebhookDelivery.next_attempt_at)
         .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
     )
-    return [(row[0], row[1]) for row in rows if row[1] is not None]
+    return [(row[0], row[1], row[2]) for row in rows if row[2] is not None]
 
 
 async def claim(db: AsyncSession, delivery_id: uuid.UUID, seen_at: datetime, lease_until: datetime) -> bool:
@@ -71,4 +73,17 @@ async def fail_pending(db: AsyncSession, webhook_id: uuid.UUID, reason: str) -> 
         .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.status == "pending")
         .values(status="failed", last_error=reason, next_attempt_at=None)
         .execution_options(synchronize_session=False)
+    )
+
+
+async def pending_tests(db: AsyncSession, webhook_id: uuid.UUID) -> int:
+    return int(
+        await db.scalar(
+            select(func.count()).where(
+                WebhookDelivery.webhook_id == webhook_id,
+                WebhookDelivery.event_type == TEST_EVENT,
+                WebhookDelivery.status == "pending",
+            )
+        )
+        or 0
     )

@@ -92,8 +92,9 @@ async def rotate_secret(webhook: ManageableWebhook, db: DB, state: State) -> Sec
 @router.post("/{webhook_id}/test", response_model=TestDelivery, status_code=status.HTTP_202_ACCEPTED)
 async def test_webhook(webhook: ManageableWebhook, db: DB) -> TestDelivery:
     """Queue a signed `webhook.test` event to this endpoint (202 with the delivery's id; follow it in
-    `/webhooks/{id}/deliveries`). 409 `webhook_inactive` for a disabled webhook."""
-    delivery = service.send_test(db, webhook)
+    `/webhooks/{id}/deliveries`). 409 `webhook_inactive` for a disabled webhook, `webhook_test_pending` while an
+    earlier test is still being delivered."""
+    delivery = await service.send_test(db, webhook)
     await db.flush()
     return TestDelivery(delivery_id=delivery.id, event_id=delivery.event_id)
 

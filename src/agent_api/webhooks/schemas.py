@@ -6,12 +6,22 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from agent_api.pagination import Page
 from agent_api.webhook_outbox import EVENT_TYPES, EventType
 
-Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2_048)]
+
+def _plain_url(value: str) -> str:
+    # Control characters and spaces would make the URL mean one thing to the check and another to the sender.
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("the URL may not contain spaces or control characters")
+    return value
+
+
+Url = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2_048), AfterValidator(_plain_url)
+]
 Description = Annotated[str, StringConstraints(max_length=1_000)]
 
 

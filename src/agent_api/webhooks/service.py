@@ -131,8 +131,14 @@ async def rotate_secret(db: AsyncSession, state: AppState, webhook: Webhook) -> 
     return secret, webhook
 
 
-def send_test(db: AsyncSession, webhook: Webhook) -> WebhookDelivery:
+async def send_test(db: AsyncSession, webhook: Webhook) -> WebhookDelivery:
     if not webhook.is_active:
         raise Conflict('The webhook is disabled; re-enable it with PATCH {"is_active": true}', code="webhook_inactive")
+    # One test at a time per endpoint: tests cannot pile up retries that crowd out real events.
+    if await repo.pending_tests(db, webhook.id):
+        raise Conflict(
+            "A test delivery to this webhook is still pending; see /webhooks/{id}/deliveries",
+            code="webhook_test_pending",
+        )
     data = {"webhook_id": str(webhook.id), "message": "A test delivery from agent-api"}
     return queue_deliveries(db, [webhook.id], TEST_EVENT, data)[0]
