@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     cli_max_retries: int = 2
     sandbox: Literal["auto", "required", "off"] = "auto"
     max_workdir_bytes: int = 1_073_741_824
+    # The largest file `GET /sessions/{id}/files/content` returns (the console's file viewer); larger ones are 413.
+    max_file_view_bytes: int = Field(default=1_048_576, ge=0)
 
     ws_heartbeat_s: float = 20.0
     ws_send_timeout_s: float = 10.0

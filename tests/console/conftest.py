@@ -12,9 +12,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,7 @@ class ConsoleServer:
     data_dir: Path
     proc: subprocess.Popen[bytes]
     logs: Path
+    receiver_url: str = ""
 
     def api(self, method: str, path: str, account: Account | None = None, **kwargs: Any) -> httpx.Response:
         headers = (account or self.admin).headers
@@ -92,6 +95,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]
     root = tmp_path_factory.mktemp("console")
     data_dir, logs = root / "data", root / "logs"
     logs.mkdir()
+    (root / "home").mkdir()
     port = _free_port()
     admin = Account("admin", secrets.token_urlsafe(12))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_API_")}
@@ -100,6 +104,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]
         AGENT_API_ADMIN_USERNAME=admin.username,
         AGENT_API_ADMIN_PASSWORD=admin.password,
         AGENT_API_LOG_FORMAT="text",
+        # Webhook tests deliver to a receiver on loopback (`receiver`).
+        AGENT_API_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        # The agents' shells read no profile of the machine's user (whose tools print to every command).
+        HOME=str(root / "home"),
     )
     with (logs / "out").open("wb") as out:
         proc = subprocess.Popen(
@@ -140,3 +148,28 @@ def sign_in(page: Any, console: ConsoleServer, account: Account) -> None:
     page.get_by_label("Password").fill(account.password)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("navigation", name="Main").wait_for()
+
+
+@pytest.fixture
+def receiver(console: ConsoleServer) -> Iterator[list[bytes]]:
+    """A webhook receiver on loopback: the bodies it was sent; it answers 204. Its URL is `console.receiver_url`."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    console.receiver_url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield bodies
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -33,6 +33,8 @@ SESSION_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/metrics/snapshots", None),
     ("GET", "/metrics/current", None),
     ("GET", "/workdir/download", None),
+    ("GET", "/files", None),
+    ("GET", "/files/content?path=a.txt", None),
 ]
 ROUTE_IDS = [f"{m} {p or '/'}" for m, p, _ in SESSION_ROUTES]
 

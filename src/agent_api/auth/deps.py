@@ -1,13 +1,13 @@
-"""Who is calling: `CurrentAuth`, `CurrentUser` and `AdminUser`."""
+"""Who is calling: `CurrentAuth`, `CurrentUser`, `AdminUser`, and `DownloadUser` (a bearer or a download ticket)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from agent_api.auth import service
+from agent_api.auth import service, tickets
 from agent_api.auth.service import AuthContext
 from agent_api.deps import DB, State
 from agent_api.errors import Forbidden, Unauthorized
@@ -40,3 +40,37 @@ def get_admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(get_admin_user)]
+
+
+DownloadTicketParam = Annotated[
+    str | None,
+    Query(
+        alias=tickets.TICKET_PARAM,
+        max_length=200,
+        description="A download ticket (`POST /auth/download-ticket`) instead of the `Authorization` header, for "
+        "browser downloads: single use, valid 60 seconds, for exactly the URL it was issued for.",
+    ),
+]
+
+
+async def get_download_user(
+    request: Request,
+    db: DB,
+    state: State,
+    token: Annotated[str | None, Depends(_bearer)],
+    ticket: DownloadTicketParam = None,
+) -> User:
+    """The caller of a download route: by a download ticket when the URL carries one, else as `CurrentUser`."""
+    if ticket is None:
+        if not token:
+            raise Unauthorized()
+        return (await service.authenticate(db, state, token)).user
+    # Its own write transaction: the request's own is read-only (a GET), and must not upgrade to a writer.
+    async with state.db.transaction() as tx:
+        user = await tickets.redeem(tx, ticket, request.url.path, request.query_params.multi_items())
+    if user is None:
+        raise Unauthorized("Invalid, expired or already used download ticket", code="invalid_ticket")
+    return user
+
+
+DownloadUser = Annotated[User, Depends(get_download_user)]

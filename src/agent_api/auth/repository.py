@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.models import ApiKey, RefreshTokenFamily, User
+from agent_api.models import ApiKey, DownloadTicket, RefreshTokenFamily, User
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
@@ -37,8 +37,29 @@ def users_ordered() -> Select[User]:
     return select(User).order_by(User.created_at, User.username)
 
 
-async def get_family(session: AsyncSession, family_id: uuid.UUID) -> RefreshTokenFamily | None:
-    return await session.get(RefreshTokenFamily, family_id)
+async def get_family(session: AsyncSession, family_id: uuid.UUID, *, fresh: bool = False) -> RefreshTokenFamily | None:
+    """The family; `fresh` reads the row again even when this session holds it already."""
+    return await session.get(RefreshTokenFamily, family_id, populate_existing=fresh)
+
+
+async def rotate_family(
+    session: AsyncSession, family_id: uuid.UUID, presented_jti: str, new_jti: str, now: datetime, expires_at: datetime
+) -> bool:
+    """Make `new_jti` the family's current token if `presented_jti` still is; False when another refresh won.
+
+    A compare-and-set, so two refreshes with the same token can never both rotate (on PostgreSQL the second waits
+    for the first's row lock, then finds the token no longer current)."""
+    result = await session.execute(
+        update(RefreshTokenFamily)
+        .where(
+            RefreshTokenFamily.id == family_id,
+            RefreshTokenFamily.current_jti == presented_jti,
+            RefreshTokenFamily.revoked_at.is_(None),
+        )
+        .values(current_jti=new_jti, previous_jti=presented_jti, last_refreshed_at=now, expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
 
 async def user_with_live_family(session: AsyncSession, user_id: uuid.UUID, family_id: uuid.UUID) -> User | None:
@@ -75,3 +96,29 @@ async def get_api_key_of(session: AsyncSession, user_id: uuid.UUID, key_id: uuid
 
 async def touch_api_key(session: AsyncSession, key_id: uuid.UUID, when: datetime) -> None:
     await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+
+async def delete_expired_download_tickets(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        delete(DownloadTicket).where(DownloadTicket.user_id == user_id, DownloadTicket.expires_at <= now)
+    )
+
+
+async def redeem_download_ticket(
+    session: AsyncSession, ticket_hash: str, target: str, now: datetime
+) -> uuid.UUID | None:
+    """Mark an unused, unexpired ticket for exactly this target used; its user's id, or None."""
+    claimed = await session.execute(
+        update(DownloadTicket)
+        .where(
+            DownloadTicket.ticket_hash == ticket_hash,
+            DownloadTicket.target == target,
+            DownloadTicket.used_at.is_(None),
+            DownloadTicket.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(DownloadTicket.user_id)
+        .execution_options(synchronize_session=False)
+    )
+    user_id = claimed.scalar()
+    return uuid.UUID(str(user_id)) if user_id is not None else None

@@ -1,20 +1,22 @@
-"""`/auth`: login, token refresh, logout, the caller's identity and API keys."""
+"""`/auth`: login, token refresh (body or cookie), logout, the caller's identity, API keys and download tickets."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Body, Cookie, Request, Response, status
 from pydantic import ValidationError
 
+from agent_api.auth import cookies, service, tickets
 from agent_api.auth import repository as repo
-from agent_api.auth import service
 from agent_api.auth.deps import CurrentAuth, CurrentUser
 from agent_api.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
+    DownloadTicketCreate,
+    DownloadTicketRead,
     LoginRequest,
     RefreshRequest,
     TokenPair,
@@ -61,19 +63,50 @@ async def _login_body(request: Request) -> LoginRequest:
 
 
 @router.post("/login", response_model=TokenPair, openapi_extra=_LOGIN_BODY_DOC)
-async def login(request: Request, db: DB, state: State) -> TokenPair:
+async def login(request: Request, response: Response, db: DB, state: State) -> TokenPair:
     """Exchange a username or email and a password (JSON, or the OAuth2 form of /docs) for an access and a refresh
-    token. 401 `invalid_credentials` for wrong credentials or a disabled account; 429 after repeated failures."""
+    token; the refresh token is also set as the `agent_api_refresh` cookie (HttpOnly, SameSite=Strict, path
+    /api/v1/auth). 401 `invalid_credentials` for wrong credentials or a disabled account; 429 after repeated
+    failures."""
     body = await _login_body(request)
     client_ip = request.client.host if request.client else "unknown"
-    return await service.login(db, state, body.login, body.password, client_ip)
+    pair = await service.login(db, state, body.login, body.password, client_ip)
+    cookies.set_refresh_cookie(response, request, pair.refresh_token, state.settings.refresh_token_ttl_s)
+    return pair
+
+
+RefreshCookie = Annotated[
+    str | None,
+    Cookie(alias=cookies.REFRESH_COOKIE, include_in_schema=False, max_length=4096),
+]
 
 
 @router.post("/refresh", response_model=TokenPair)
-async def refresh(body: RefreshRequest, db: DB, state: State) -> TokenPair:
-    """Exchange a refresh token for a new pair; each refresh token works once. Reusing a rotated one revokes
-    that login (401 `token_reused`); 401 `invalid_token` when it is invalid, revoked or expired."""
-    return await service.refresh(db, state, body.refresh_token)
+async def refresh(
+    request: Request,
+    response: Response,
+    db: DB,
+    state: State,
+    cookie: RefreshCookie = None,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+) -> TokenPair:
+    """Exchange a refresh token for a new pair; each refresh token works once, and the new one is set as the
+    `agent_api_refresh` cookie. The token comes from the body, or, with no body (or `{}`), from that cookie.
+    Reusing a rotated token revokes that login (401 `token_reused`), except a cookie's within 10 seconds of its
+    rotation (two browser tabs refreshing at once): that answers a new access token, the same refresh token and
+    no new cookie. 401 `invalid_token` when it is invalid, revoked or expired."""
+    token = body.refresh_token if body is not None else None
+    if token is None and cookie is None:
+        raise ValidationFailed(
+            "Invalid request: body.refresh_token: Field required (or send the refresh cookie)",
+            details=[{"loc": ["body", "refresh_token"], "msg": "Field required", "type": "missing"}],
+        )
+    from_cookie = token is None
+    grace_s = cookies.REFRESH_COOKIE_GRACE_S if from_cookie else 0.0
+    refreshed = await service.refresh(db, state, token or cookie or "", grace_s=grace_s)
+    if refreshed.rotated:
+        cookies.set_refresh_cookie(response, request, refreshed.pair.refresh_token, state.settings.refresh_token_ttl_s)
+    return refreshed.pair
 
 
 @router.get("/me", response_model=UserRead)
@@ -83,16 +116,32 @@ async def me(user: CurrentUser) -> UserRead:
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(auth: CurrentAuth, db: DB) -> None:
-    """Revoke the caller's current login, its access and refresh tokens, at once (204). 400 `not_a_login` when
-    called with an API key: revoke the key instead."""
+async def logout(auth: CurrentAuth, db: DB, request: Request, response: Response) -> None:
+    """Revoke the caller's current login, its access and refresh tokens, at once, and clear the refresh cookie
+    (204). 400 `not_a_login` when called with an API key: revoke the key instead."""
     await service.logout(db, auth)
+    cookies.clear_refresh_cookie(response, request)
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)
-async def logout_all(user: CurrentUser, db: DB) -> None:
-    """Revoke every login of the caller, access and refresh tokens alike (204); API keys stay valid."""
+async def logout_all(user: CurrentUser, db: DB, request: Request, response: Response) -> None:
+    """Revoke every login of the caller, access and refresh tokens alike, and clear the refresh cookie (204); API
+    keys stay valid."""
     await service.logout_all(db, user)
+    cookies.clear_refresh_cookie(response, request)
+
+
+@router.post("/download-ticket", response_model=DownloadTicketRead, status_code=status.HTTP_201_CREATED)
+async def download_ticket(body: DownloadTicketCreate, user: CurrentUser, db: DB) -> DownloadTicketRead:
+    """A ticket that lets a browser open one download URL without the bearer token (201): single use, valid 60
+    seconds, bound to the caller and to `path` with its whole query (the ticket excepted). Only
+    `/api/v1/sessions/{id}/workdir/download`, `/api/v1/sessions/{id}/files/content` and
+    `/api/v1/reports/{id}/download` accept one (422 `not_a_download_route` for any other path); open `url` as it
+    is. Another user's session or report still answers 404."""
+    issued = await tickets.issue(db, user, body.path)
+    return DownloadTicketRead(
+        ticket=issued.ticket, expires_at=issued.expires_at, expires_in=tickets.TICKET_TTL_S, url=issued.url
+    )
 
 
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)

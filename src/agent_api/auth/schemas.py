@@ -34,7 +34,11 @@ class LoginRequest(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="Required unless the request carries the `agent_api_refresh` cookie (set by login and refresh); "
+        "wins over the cookie when given",
+    )
 
 
 class TokenPair(BaseModel):
@@ -73,3 +77,18 @@ class ApiKeyRead(BaseModel):
 
 class ApiKeyCreated(ApiKeyRead):
     key: str = Field(description="The secret. Shown only in this response; store it now.")
+
+
+class DownloadTicketCreate(BaseModel):
+    path: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
+        description="The download URL to open, from `/api/v1` on, with its query: "
+        "`/api/v1/sessions/{id}/workdir/download`, `/api/v1/sessions/{id}/files/content?path=...` or "
+        "`/api/v1/reports/{id}/download?format=...`"
+    )
+
+
+class DownloadTicketRead(BaseModel):
+    ticket: str
+    expires_at: datetime
+    expires_in: int
+    url: str = Field(description="`path` with the ticket added (`?ticket=` or `&ticket=`): use it as it is")

@@ -75,13 +75,19 @@ async def bootstrap_admin(state: AppState) -> User | None:
 # --- login and tokens ------------------------------------------------------------------------------
 
 
-def _issue_pair(state: AppState, family: RefreshTokenFamily) -> TokenPair:
+def _issue_pair(state: AppState, user_id: uuid.UUID, family_id: uuid.UUID, refresh_jti: str) -> TokenPair:
     settings = state.settings
-    access, _ = state.jwt.encode("access", family.user_id, family.id, settings.access_token_ttl_s)
-    refresh, _ = state.jwt.encode(
-        "refresh", family.user_id, family.id, settings.refresh_token_ttl_s, jti=family.current_jti
-    )
+    access, _ = state.jwt.encode("access", user_id, family_id, settings.access_token_ttl_s)
+    refresh, _ = state.jwt.encode("refresh", user_id, family_id, settings.refresh_token_ttl_s, jti=refresh_jti)
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=settings.access_token_ttl_s)
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    pair: TokenPair
+    # False for an answer within the grace: `pair.refresh_token` is the token presented, and the family's current
+    # refresh token (set as the cookie by the refresh that rotated it) stays as it is.
+    rotated: bool = True
 
 
 async def login(session: AsyncSession, state: AppState, login: str, password: str, client_ip: str) -> TokenPair:
@@ -118,41 +124,69 @@ async def login(session: AsyncSession, state: AppState, login: str, password: st
     )
     session.add(family)
     await session.flush()
-    return _issue_pair(state, family)
+    return _issue_pair(state, user.id, family.id, family.current_jti)
 
 
-async def refresh(session: AsyncSession, state: AppState, refresh_token: str) -> TokenPair:
+async def refresh(session: AsyncSession, state: AppState, refresh_token: str, *, grace_s: float = 0.0) -> Refreshed:
+    """Rotate the login's refresh token. A rotated one presented again revokes the whole login, except within
+    `grace_s` of its rotation, when the just-rotated token (and only it) gets a new access token, no rotation and no
+    revocation: the refresh cookie's grace, for two browser tabs that refresh at the same moment."""
     try:
         claims = state.jwt.decode(refresh_token, "refresh")
     except security.InvalidToken as exc:
         raise Unauthorized("Invalid refresh token", code="invalid_token") from exc
-    family = await repo.get_family(session, claims.family_id)
     now = utcnow()
-    if family is None or family.user_id != claims.user_id or family.revoked_at is not None or family.expires_at <= now:
+    family = _live_family(await repo.get_family(session, claims.family_id), claims.user_id, now)
+    if claims.jti == family.current_jti:
+        await _active_user(session, family.user_id)
+        new_jti = security.new_jti()
+        expires_at = now + timedelta(seconds=state.settings.refresh_token_ttl_s)
+        if await repo.rotate_family(session, family.id, claims.jti, new_jti, now, expires_at):
+            return Refreshed(_issue_pair(state, family.user_id, family.id, new_jti))
+        # Another refresh with this token won the race: from here on it is a rotated token like any other.
+        family = _live_family(await repo.get_family(session, family.id, fresh=True), claims.user_id, now)
+    if _within_grace(family, claims.jti, now, grace_s):
+        await _active_user(session, family.user_id)
+        access, _ = state.jwt.encode("access", family.user_id, family.id, state.settings.access_token_ttl_s)
+        pair = TokenPair(access_token=access, refresh_token=refresh_token, expires_in=state.settings.access_token_ttl_s)
+        return Refreshed(pair, rotated=False)
+    family.revoked_at, family.revoked_reason = now, "reuse"
+    audit.record(
+        session,
+        "auth.refresh_reused",
+        actor_id=family.user_id,
+        target_user_id=family.user_id,
+        target_type="refresh_token_family",
+        target_id=family.id,
+    )
+    await session.flush()
+    log.warning("refresh token reuse detected; family %s revoked", family.id)
+    raise Unauthorized("Refresh token was already used; this login is revoked", code="token_reused", keep_changes=True)
+
+
+def _live_family(family: RefreshTokenFamily | None, user_id: uuid.UUID, now: datetime) -> RefreshTokenFamily:
+    if family is None or family.user_id != user_id or family.revoked_at is not None or family.expires_at <= now:
         raise Unauthorized("Refresh token revoked or expired", code="invalid_token")
-    if claims.jti != family.current_jti:
-        family.revoked_at, family.revoked_reason = now, "reuse"
-        audit.record(
-            session,
-            "auth.refresh_reused",
-            actor_id=family.user_id,
-            target_user_id=family.user_id,
-            target_type="refresh_token_family",
-            target_id=family.id,
-        )
-        await session.flush()
-        log.warning("refresh token reuse detected; family %s revoked", family.id)
-        raise Unauthorized(
-            "Refresh token was already used; this login is revoked", code="token_reused", keep_changes=True
-        )
-    user = await repo.get_user(session, family.user_id)
+    return family
+
+
+def _within_grace(family: RefreshTokenFamily, jti: str, now: datetime, grace_s: float) -> bool:
+    # No lower bound: a concurrent refresh that rotated after this one took `now` leaves a rotation in its future.
+    rotated_at = family.last_refreshed_at
+    return (
+        grace_s > 0
+        and family.previous_jti is not None
+        and jti == family.previous_jti
+        and rotated_at is not None
+        and now - rotated_at <= timedelta(seconds=grace_s)
+    )
+
+
+async def _active_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await repo.get_user(session, user_id)
     if user is None or not user.is_active:
         raise Unauthorized("Account disabled", code="invalid_token")
-    family.current_jti = security.new_jti()
-    family.last_refreshed_at = now
-    family.expires_at = now + timedelta(seconds=state.settings.refresh_token_ttl_s)
-    await session.flush()
-    return _issue_pair(state, family)
+    return user
 
 
 async def authenticate(session: AsyncSession, state: AppState, token: str) -> AuthContext:

@@ -20,13 +20,14 @@ from agent_api.models.session import (
 from agent_api.models.streaming import StreamTicket
 from agent_api.models.task import Task, TaskExecution
 from agent_api.models.template import SessionTemplate, TemplateShare
-from agent_api.models.user import ApiKey, RefreshTokenFamily, User
+from agent_api.models.user import ApiKey, DownloadTicket, RefreshTokenFamily, User
 from agent_api.models.webhook import Webhook, WebhookDelivery
 
 __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "DownloadTicket",
     "HookRun",
     "IdempotencyRecord",
     "McpServer",

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import Response
 
+from agent_api import security_headers
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State, end_transaction
 from agent_api.pagination import Page, Pagination
 from agent_api.reports import service
-from agent_api.reports.deps import OwnedReport
+from agent_api.reports.deps import DownloadableReport, OwnedReport
 from agent_api.reports.schemas import ReportCreate, ReportDetailRead, ReportFilters, ReportRead
 from agent_api.sessions.deps import OwnedSession
 
@@ -55,15 +56,31 @@ async def get_report(report: OwnedReport) -> ReportDetailRead:
 
 
 @router.get("/reports/{report_id}/download", response_class=Response)
-async def download_report(report: OwnedReport, db: DB, fmt: Annotated[str, Query(alias="format")] = "html") -> Response:
+async def download_report(
+    report: DownloadableReport, db: DB, fmt: Annotated[str, Query(alias="format")] = "html"
+) -> Response:
     """The report as the attachment `report-<id>.<format>`: `?format=html` (default), `pdf` or `json`.
-    400 `invalid_format` for another format; 404 for another user's report."""
+    400 `invalid_format` for another format; 404 for another user's report. The HTML carries a Content-Security-Policy
+    that sandboxes it (no script), for the console's report frame. A browser may use `?ticket=` (a download ticket)
+    instead of the `Authorization` header."""
     download = service.prepare_download(report, fmt)
     # A PDF can take seconds to render: hold no database connection meanwhile.
     await end_transaction(db)
     body = await service.render_download(download)
-    headers = {"Content-Disposition": f'attachment; filename="{download.filename}"'}
+    headers = {"Content-Disposition": f'attachment; filename="{download.filename}"', **security_headers.NOSNIFF}
+    if download.fmt == "html":
+        headers.update(security_headers.report_frame_headers())
     return Response(body, media_type=download.media_type, headers=headers)
+
+
+@router.get("/reports/{report_id}/view", response_class=Response)
+async def view_report(report: DownloadableReport, db: DB) -> Response:
+    """The HTML report shown in place (not as an attachment), for the console's sandboxed report frame: its own
+    Content-Security-Policy sandboxes it and allows no script. A browser frame uses `?ticket=` (a download ticket)."""
+    download = service.prepare_download(report, "html")
+    await end_transaction(db)
+    body = await service.render_download(download)
+    return Response(body, media_type=download.media_type, headers=security_headers.report_frame_headers())
 
 
 @router.post("/sessions/{session_id}/report", response_model=ReportDetailRead, status_code=status.HTTP_201_CREATED)

@@ -1,4 +1,5 @@
-"""`/sessions`: the 17 session endpoints of the inventory, plus interrupt and permission answers."""
+"""`/sessions`: the 17 session endpoints of the inventory, plus interrupt, permission answers and the working
+directory's files."""
 
 from __future__ import annotations
 
@@ -8,23 +9,24 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api import idempotency
+from agent_api import idempotency, security_headers
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State, end_transaction
 from agent_api.errors import NotFound, PayloadTooLarge
 from agent_api.monitoring import service as monitoring_service
 from agent_api.monitoring.schemas import CurrentMetrics
 from agent_api.pagination import Page, Pagination, paged
-from agent_api.runtime import workdir
-from agent_api.sessions import answers, service
+from agent_api.runtime import workdir, workdir_files
+from agent_api.sessions import answers, files, service
 from agent_api.sessions import repository as repo
-from agent_api.sessions.deps import OwnedSession
+from agent_api.sessions.deps import DownloadableSession, OwnedSession
 from agent_api.sessions.schemas import (
     ArchiveRead,
+    FileListRead,
     ForkRequest,
     HookRunRead,
     MessageRead,
@@ -288,9 +290,10 @@ async def metrics_current(s: OwnedSession, db: DB, state: State) -> CurrentMetri
 
 
 @router.get("/{session_id}/workdir/download", response_class=StreamingResponse)
-async def download_workdir(s: OwnedSession, state: State) -> StreamingResponse:
+async def download_workdir(s: DownloadableSession, state: State) -> StreamingResponse:
     """The working directory as a streamed `application/gzip` tar; symlinks are stored as links, never followed;
-    413 over the size cap, 404 once it is archived or deleted."""
+    413 over the size cap, 404 once it is archived or deleted. A browser may use `?ticket=` (a download ticket)
+    instead of the `Authorization` header."""
     path = service.workdir_of(state, s.id)
     if not path.is_dir():
         raise NotFound("The working directory is not present (archived or deleted)", code="workdir_not_found")
@@ -302,5 +305,41 @@ async def download_workdir(s: OwnedSession, state: State) -> StreamingResponse:
     return StreamingResponse(
         workdir.stream_tar_gz(path, limit),
         media_type="application/gzip",
-        headers={"Content-Disposition": f'attachment; filename="{s.id}-workdir.tar.gz"'},
+        headers={"Content-Disposition": f'attachment; filename="{s.id}-workdir.tar.gz"', **security_headers.NOSNIFF},
     )
+
+
+FilePath = Annotated[
+    str,
+    Query(
+        max_length=workdir_files.MAX_PATH_CHARS,
+        description="Relative to the working directory; empty for its root. Absolute paths and `..` are refused",
+    ),
+]
+
+
+@router.get("/{session_id}/files", response_model=FileListRead)
+async def list_files(s: OwnedSession, state: State, path: FilePath = "") -> FileListRead:
+    """One directory of the working directory: its entries (`name`, `path`, `type` file|dir|symlink, `size`,
+    `modified_at`), directories first, then by name; at most 1000, with `truncated` when there are more. A symlink
+    is listed as one, never followed. 404 for a path that is missing, outside the working directory or through a
+    symlink; 400 `not_a_directory` for a file."""
+    return FileListRead.model_validate(await files.list_files(state, s, path))
+
+
+@router.get(
+    "/{session_id}/files/content",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}, "application/octet-stream": {}}}},
+)
+async def file_content(s: DownloadableSession, state: State, path: FilePath = "") -> Response:
+    """A file's bytes: `text/plain; charset=utf-8` when it is UTF-8 text without NULs, else
+    `application/octet-stream` as an attachment. 413 `file_too_large` over `AGENT_API_MAX_FILE_VIEW_BYTES`, 400
+    `is_a_directory` for a directory, 404 for a path that is missing, outside the working directory or through a
+    symlink. A browser may use `?ticket=` (a download ticket) instead of the `Authorization` header."""
+    content = await files.read_file(state, s, path)
+    headers = {"Content-Security-Policy": security_headers.FILE_CONTENT_CSP, **security_headers.NOSNIFF}
+    if workdir_files.is_text(content.data):
+        return Response(content.data, media_type="text/plain; charset=utf-8", headers=headers)
+    headers["Content-Disposition"] = security_headers.attachment(content.name)
+    return Response(content.data, media_type="application/octet-stream", headers=headers)

@@ -241,3 +241,21 @@ class ArchiveRead(BaseModel):
     sha256: str
     created_at: datetime
     restored_at: datetime | None
+
+
+class FileEntryRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    path: str = Field(description="Relative to the working directory; pass it as `?path=` to list or read it")
+    type: Literal["file", "dir", "symlink"] = Field(description="A symlink is listed as such, never followed")
+    size: int = Field(description="Bytes, from the entry's own lstat (a link's is the length of its target text)")
+    modified_at: datetime
+
+
+class FileListRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    path: str = Field(description="The directory listed, relative to the working directory (empty: its root)")
+    entries: list[FileEntryRead] = Field(description="Directories first, then by name")
+    truncated: bool = Field(description="True when the directory holds more entries than were listed")
