@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
 AGENT_API = str(Path(sys.executable).with_name("agent-api"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,6 +38,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/console/" in str(item.fspath):
             item.add_marker(skip)
+
+
+# Playwright's sync API marks an event loop as running in this thread for as long as it lives, and every asyncio
+# test after it would then fail to start: the browser lives for this package only, not the whole session as
+# pytest-playwright's own fixtures would have it.
+@pytest.fixture(scope="package")
+def playwright() -> Iterator[Playwright]:
+    pw = sync_playwright().start()
+    yield pw
+    pw.stop()
+
+
+@pytest.fixture(scope="package")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    return getattr(playwright, browser_name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="package")
+def browser(browser_type: BrowserType, browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
+    launched = browser_type.launch(**browser_type_launch_args)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="package")
+def browser_context_args() -> dict[str, Any]:
+    return {}
 
 
 @pytest.fixture(scope="session")
