@@ -135,3 +135,15 @@ export function select(name, options, value) {
     options.map(([optionValue, text]) => h("option", { value: optionValue, selected: optionValue === value }, text)),
   );
 }
+
+/** The last second of a local calendar day ("2025-03-01" from a date input) as an ISO instant. */
+export function endOfLocalDay(value) {
+  const [y, m, d] = value.split("-").map(Number);
+  return new Date(y, m - 1, d, 23, 59, 59).toISOString();
+}
+
+/** A local calendar date as yyyy-mm-dd, for a date input's min. */
+export function localDate(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+}

@@ -1,5 +1,5 @@
 // Pieces every screen uses: error messages, pagers, busy buttons, notices.
-import { h, fill } from "./dom.js";
+import { fill, h } from "./dom.js";
 
 /** An error as the message the API gave (never a blank screen). */
 export function errorBox(error) {
@@ -85,3 +85,49 @@ export function table(columns, rows, { empty = "Nothing here yet.", rowClass } =
     ),
   );
 }
+
+/**
+ * A button that asks before it acts: a click shows "question [Yes, <label>] [Cancel]" in its place (Escape or
+ * Cancel go back), so a slip of the mouse or keyboard changes nothing; for a `danger`ous action the focus goes to
+ * Cancel. `action` runs with the confirming button busy; its error goes to `slot`.
+ */
+export function confirmButton(label, question, action, { slot, danger = true, small = true } = {}) {
+  const wrap = h("span", { class: "confirm-inline" });
+  const classes = [danger ? "danger" : "", small ? "small" : ""].filter(Boolean).join(" ") || null;
+  const button = h("button", { type: "button", class: classes }, label);
+  const restore = () => {
+    fill(wrap, button);
+    button.focus();
+  };
+  button.addEventListener("click", () => {
+    const yes = h("button", { type: "button", class: classes }, `Yes, ${label.toLowerCase()}`);
+    const no = h("button", { type: "button", class: small ? "small" : null }, "Cancel");
+    no.addEventListener("click", restore);
+    yes.addEventListener("click", async () => {
+      let ok = false;
+      await busy(yes, slot, async () => {
+        await action();
+        ok = true;
+      });
+      if (!ok && wrap.isConnected) restore();
+    });
+    fill(wrap, h("span", { class: "confirm-question" }, question), yes, no);
+    (danger ? no : yes).focus();
+  });
+  wrap.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !wrap.contains(button)) {
+      event.stopPropagation();
+      restore();
+    }
+  });
+  return fill(wrap, button);
+}
+
+/** The permission modes a session, template or task may take, as the forms offer them. */
+export const MODES = [
+  ["default", "Ask before acting (default)"],
+  ["acceptEdits", "Accept file edits"],
+  ["plan", "Plan only"],
+  ["bypassPermissions", "Never ask (bypass)"],
+];
+export const MODE_NAMES = Object.fromEntries(MODES.map(([value, text]) => [value, text.replace(" (default)", "")]));

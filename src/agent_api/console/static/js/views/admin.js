@@ -1,9 +1,8 @@
 // Administration (admins only; anyone else sees the API's 403 message): system figures, users (create, disable and
 // enable, make or remove admin, set a budget, reset a password), every user's sessions, and the audit log.
 import { api, query, user } from "../api.js";
-import { ago, badge, count, field, fill, folded, h, select, usd, when } from "../dom.js";
-import { busy, errorBox, header, notice, pager, secretBox, showError, table } from "../ui.js";
-import { confirmButton, localDate } from "./keys.js";
+import { ago, badge, count, field, fill, folded, h, localDate, select, usd, when } from "../dom.js";
+import { busy, confirmButton, errorBox, header, notice, pager, secretBox, showError, table } from "../ui.js";
 
 const TABS = [
   ["overview", "Overview"],

@@ -1,57 +1,8 @@
 // The caller's API keys: the list (name, prefix, created, expires, last used, state), creating one (its secret
 // shown once) and revoking one after a confirmation.
 import { api } from "../api.js";
-import { ago, badge, field, fill, h, when } from "../dom.js";
-import { busy, header, notice, pager, secretBox, showError, table } from "../ui.js";
-
-/**
- * A button that asks before it acts: a click shows "question [Yes, <label>] [Cancel]" in its place (Escape or
- * Cancel go back). `action` runs with the confirming button busy; its error goes to `slot`. Shared by the
- * account views (keys, webhooks, admin).
- */
-export function confirmButton(label, question, action, { slot, danger = true, small = true } = {}) {
-  const wrap = h("span", { class: "confirm-inline" });
-  const classes = [danger ? "danger" : "", small ? "small" : ""].filter(Boolean).join(" ") || null;
-  const button = h("button", { type: "button", class: classes }, label);
-  const restore = () => {
-    fill(wrap, button);
-    button.focus();
-  };
-  button.addEventListener("click", () => {
-    const yes = h("button", { type: "button", class: classes }, `Yes, ${label.toLowerCase()}`);
-    const no = h("button", { type: "button", class: small ? "small" : null }, "Cancel");
-    no.addEventListener("click", restore);
-    yes.addEventListener("click", async () => {
-      let ok = false;
-      await busy(yes, slot, async () => {
-        await action();
-        ok = true;
-      });
-      if (!ok && wrap.isConnected) restore();
-    });
-    fill(wrap, h("span", { class: "confirm-question" }, question), yes, no);
-    yes.focus();
-  });
-  wrap.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && !wrap.contains(button)) {
-      event.stopPropagation();
-      restore();
-    }
-  });
-  return fill(wrap, button);
-}
-
-/** The last second of a local calendar day ("2025-03-01" from a date input) as an ISO instant. */
-export function endOfLocalDay(value) {
-  const [y, m, d] = value.split("-").map(Number);
-  return new Date(y, m - 1, d, 23, 59, 59).toISOString();
-}
-
-/** A local calendar date as yyyy-mm-dd, for a date input's min. */
-export function localDate(date) {
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
-}
+import { ago, badge, endOfLocalDay, field, fill, h, localDate, when } from "../dom.js";
+import { busy, confirmButton, header, notice, pager, secretBox, showError, table } from "../ui.js";
 
 function stateOf(key) {
   if (key.revoked_at) return "revoked";

@@ -3,8 +3,7 @@
 // outcome of each entry; export as a JSON file.
 import { api, call, user } from "../api.js";
 import { ago, badge, field, fill, h, select, when } from "../dom.js";
-import { busy, header, notice, pager, showError, table } from "../ui.js";
-import { confirmButton } from "./tasks.js";
+import { busy, confirmButton, header, notice, pager, showError, table } from "../ui.js";
 
 const TYPES = { http: "HTTP", sse: "SSE", stdio: "Command (stdio)" };
 
@@ -117,7 +116,7 @@ export async function render(main) {
           await api("DELETE", `/mcp-servers/${s.id}`);
           fill(slot, notice(`Server “${s.name}” deleted.`));
           await load();
-        }, slot),
+        }, { slot }),
       );
     }
     return h("div", { class: "actions lib-row-actions" }, out);

@@ -2,10 +2,9 @@
 // blank or from a template.
 import { api, query } from "../api.js";
 import { ago, badge, count, field, fill, h, select, usd } from "../dom.js";
-import { busy, errorBox, header, pager, showError, table } from "../ui.js";
+import { MODES, busy, errorBox, header, pager, showError, table } from "../ui.js";
 
 const STATUSES = ["", "created", "connecting", "active", "processing", "waiting", "paused", "completed", "failed", "archived"];
-const MODES = [["default", "Ask before acting (default)"], ["acceptEdits", "Accept file edits"], ["plan", "Plan only"], ["bypassPermissions", "Never ask (bypass)"]];
 
 export async function render(main) {
   const state = { page: 1, search: "", status: "" };

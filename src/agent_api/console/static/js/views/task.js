@@ -2,8 +2,8 @@
 // one runs; cancel, open its session), and each execution's report in a sandboxed frame, or as PDF/JSON downloads.
 import { api, ticketUrl } from "../api.js";
 import { badge, fill, folded, h, usd, when } from "../dom.js";
-import { busy, header, notice, pager, showError } from "../ui.js";
-import { MODE_NAMES, confirmButton, describeCron, nextRunText, placeholders } from "./tasks.js";
+import { MODE_NAMES, busy, confirmButton, header, notice, pager, showError } from "../ui.js";
+import { describeCron, nextRunText, placeholders } from "./tasks.js";
 
 const LIVE = new Set(["pending", "queued", "running"]);
 const POLL_MS = 1500;
@@ -83,7 +83,7 @@ export async function render(main, { id }) {
       confirmButton("Delete", "Delete this task? Its runs and reports stay.", async () => {
         await api("DELETE", `/tasks/${id}`);
         location.hash = "#/tasks";
-      }, slot),
+      }, { slot }),
     );
     fill(titleSlot, header(task.name, ...actions));
   }

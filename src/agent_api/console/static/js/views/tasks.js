@@ -1,45 +1,15 @@
 // The caller's tasks: name, schedule (in words, with the next run), last run; create one with a prompt template
-// and its {{variables}}, a cron schedule and its time zone; delete. Also small helpers the task, template and MCP
-// views share (a cron schedule in words, a two-step delete button, a prompt's {{variables}}).
+// and its {{variables}}, a cron schedule and its time zone; delete. Also helpers the task view shares (a cron
+// schedule in words, a prompt's {{variables}}).
 import { api, query } from "../api.js";
 import { ago, field, fill, h, select, when } from "../dom.js";
-import { busy, header, notice, pager, showError, table } from "../ui.js";
-
-export const MODES = [
-  ["default", "Ask before acting (default)"],
-  ["acceptEdits", "Accept file edits"],
-  ["plan", "Plan only"],
-  ["bypassPermissions", "Never ask (bypass)"],
-];
-export const MODE_NAMES = Object.fromEntries(MODES.map(([value, text]) => [value, text.replace(" (default)", "")]));
+import { MODES, busy, confirmButton, header, notice, pager, showError, table } from "../ui.js";
 
 const PLACEHOLDER = /\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g;
 
 /** The {{variables}} of a prompt template, in order, each once (the server's own rule). */
 export function placeholders(template) {
   return [...new Set([...String(template || "").matchAll(PLACEHOLDER)].map((m) => m[1]))];
-}
-
-/**
- * A button that asks before it acts: "Delete" becomes "Delete? Yes / No" in place (no native dialog), so a slip of
- * the mouse or keyboard deletes nothing. `action` runs with errors shown in `slot`.
- */
-export function confirmButton(label, question, action, slot) {
-  const wrap = h("span", { class: "lib-confirm" });
-  const start = h("button", { type: "button", class: "danger small" }, label);
-  const showStart = () => {
-    fill(wrap, start);
-    start.focus();
-  };
-  start.addEventListener("click", () => {
-    const yes = h("button", { type: "button", class: "danger small" }, `Yes, ${label.toLowerCase()}`);
-    const no = h("button", { type: "button", class: "small", onclick: showStart }, "No");
-    yes.addEventListener("click", () => busy(yes, slot, action));
-    fill(wrap, h("span", { class: "lib-question" }, question), yes, no);
-    no.focus();
-  });
-  wrap.append(start);
-  return wrap;
 }
 
 // ---- cron in words -------------------------------------------------------------------------------------------
@@ -224,7 +194,7 @@ export async function render(main) {
             ["Next run", (t) => nextRunText(t)],
             ["Last run", (t) => lastRunCell(t)],
             ["Runs", (t) => String(t.execution_count)],
-            ["", (t) => confirmButton("Delete", `Delete “${t.name}”?`, async () => { await api("DELETE", `/tasks/${t.id}`); load(); }, slot)],
+            ["", (t) => confirmButton("Delete", `Delete “${t.name}”?`, async () => { await api("DELETE", `/tasks/${t.id}`); load(); }, { slot })],
           ],
           page.items,
           { empty: state.search ? "No task matches." : "No tasks yet. Make one with New task." },

@@ -2,8 +2,7 @@
 // (public and with named users), delete my own, and start a session from one.
 import { api, query } from "../api.js";
 import { field, fill, h, select, when } from "../dom.js";
-import { busy, header, notice, pager, showError } from "../ui.js";
-import { MODES, MODE_NAMES, confirmButton } from "./tasks.js";
+import { MODES, MODE_NAMES, busy, confirmButton, header, notice, pager, showError } from "../ui.js";
 
 const CATEGORIES = ["development", "security", "production", "debugging", "performance", "custom"];
 const SCOPES = [["accessible", "All I can use"], ["my", "Mine"], ["public", "Public"]];
@@ -98,7 +97,7 @@ export async function render(main) {
           await api("DELETE", `/session-templates/${t.id}`);
           fill(slot, notice(`Template “${t.name}” deleted.`));
           await load();
-        }, cardSlot),
+        }, { slot: cardSlot }),
       );
     }
     const shared = (t.shared_with_user_ids || []).length;

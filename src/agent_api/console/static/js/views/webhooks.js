@@ -3,8 +3,7 @@
 // delivery log with a refresh button.
 import { api, user } from "../api.js";
 import { ago, badge, fill, folded, h, when } from "../dom.js";
-import { busy, header, notice, pager, secretBox, showError, table } from "../ui.js";
-import { confirmButton } from "./keys.js";
+import { busy, confirmButton, header, notice, pager, secretBox, showError, table } from "../ui.js";
 
 const EVENTS = [
   ["turn.completed", "A turn finished"],
