@@ -116,8 +116,11 @@ async def _start_runtime(state: AppState) -> None:
         ),
         max_live=settings.max_live_sessions,
         idle_timeout_s=settings.idle_timeout_s,
+        spares=settings.spare_agents,
+        spare_spec=partial(turn_runner.spare_spec, state),
     )
     state.agents.start_reaper()
+    state.agents.start_spares()
     if isinstance(state.dispatcher, InProcessDispatcher):
         state.dispatcher.agents = state.agents
 

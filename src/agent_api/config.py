@@ -41,6 +41,9 @@ class Settings(BaseSettings):
 
     idle_timeout_s: float = 300.0
     max_live_sessions: int = 20
+    # Agent processes started ahead for sessions with default options (within max_live_sessions): a first message
+    # then finds its agent running. Each idle one holds an agent CLI's memory.
+    spare_agents: int = Field(default=1, ge=0, le=16)
     permission_timeout_s: float = 300.0
     query_wait_timeout_s: float = 900.0
     cli_max_retries: int = 2

@@ -52,6 +52,25 @@ class AgentSpec:
     mcp_servers: dict[str, Any] = field(default_factory=dict)
 
 
+def start_options(spec: AgentSpec, *, with_cwd: bool = True) -> tuple[Any, ...]:
+    """What of a spec the CLI process takes at its start: two specs equal here can share one process (the rest is
+    read by our hooks on each call)."""
+    return (
+        spec.cwd if with_cwd else None,
+        spec.system_prompt,
+        cli_permission_mode(spec.permission_mode),
+        spec.model,
+        spec.max_turns,
+        spec.max_thinking_tokens,
+        spec.fallback_model,
+        spec.resume,
+        spec.fork_session,
+        spec.resume_session_at,
+        spec.max_budget_usd,
+        json.dumps(spec.mcp_servers, sort_keys=True, default=str),
+    )
+
+
 @dataclass(frozen=True)
 class HookRecord:
     event: str
@@ -145,7 +164,12 @@ class LiveAgent:
         if tmp is not None:
             # Not the host's shared /tmp/claude-<uid>: there one session's Bash could read another's output.
             tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-            env |= {"TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp)}
+            # A home of its own, empty: the server account's dotfiles are not the agent's to read or source (and
+            # a shell profile that loads a version manager costs every Bash call of a sandboxed agent ~150 ms),
+            # and what one session writes to ~/.bashrc never runs in another's shell.
+            home = tmp / "home"
+            home.mkdir(mode=0o700, exist_ok=True)
+            env |= {"TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp), "HOME": str(home)}
         return ClaudeAgentOptions(
             cli_path=self._confined_cli(tmp),
             cwd=str(spec.cwd),

@@ -1,4 +1,9 @@
-"""The pool of live agents: start in the background, reuse between turns, close idle ones, cap how many live."""
+"""The pool of live agents: start in the background, reuse between turns, close idle ones, cap how many live.
+
+It also keeps a few spare agents: processes started ahead, with the options most sessions have, under the id of a
+session that does not exist yet. A new session whose options match takes one (and its id), so even a first message
+sent the moment the session is created finds its agent started.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,35 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 
 from claude_agent_sdk import ResultMessage
 
-from agent_api.runtime.agent import AgentSpec, LiveAgent, RuntimeConfig, TurnObserver
+from agent_api.runtime.agent import AgentSpec, LiveAgent, RuntimeConfig, TurnObserver, start_options
 
 log = logging.getLogger("agent_api.runtime")
 
 
 class AgentPool:
-    def __init__(self, config: RuntimeConfig, *, max_live: int = 20, idle_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        max_live: int = 20,
+        idle_timeout_s: float = 300.0,
+        spares: int = 0,
+        spare_spec: Callable[[], AgentSpec] | None = None,
+    ) -> None:
         self.config = config
         self.max_live = max_live
         self.idle_timeout_s = idle_timeout_s
         self._agents: OrderedDict[uuid.UUID, LiveAgent] = OrderedDict()
+        # `spare_spec` makes the spec of a future session (a fresh id, its working directory created).
+        self.spares_wanted = spares if spare_spec is not None else 0
+        self._spare_spec = spare_spec
+        self._spares: list[LiveAgent] = []
+        # Claimed spares whose session has not asked for its agent yet: their spec is still the generic one.
+        self._unadopted: set[uuid.UUID] = set()
         self._reaper: asyncio.Task[None] | None = None
         # Evicted agents closing in the background, held so they are not garbage-collected mid-close.
         self._closing: set[asyncio.Task[None]] = set()
@@ -37,9 +57,45 @@ class AgentPool:
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_forever(), name="agent-pool-reaper")
 
+    @property
+    def spare_count(self) -> int:
+        return sum(1 for a in self._spares if a.alive)
+
+    def start_spares(self) -> None:
+        """Start spare agents up to the number wanted, within the cap on live processes."""
+        self._spares = [a for a in self._spares if a.alive]
+        while self._spare_spec is not None and len(self._spares) < self.spares_wanted:
+            if len(self) + len(self._spares) >= self.max_live:
+                return
+            self._spares.append(LiveAgent(self._spare_spec(), self.config))
+
+    def claim_spare(self, spec: AgentSpec) -> uuid.UUID | None:
+        """For a session about to be created with `spec`: the id of a spare agent started with the same options,
+        which the session must take as its own id; None when no spare fits. Another is started in its place."""
+        wanted = start_options(spec, with_cwd=False)
+        for agent in self._spares:
+            if agent.alive and start_options(agent.spec, with_cwd=False) == wanted:
+                self._spares.remove(agent)
+                agent.last_used = time.monotonic()  # not idle: its session is being created
+                self._agents[agent.spec.session_id] = agent
+                self._unadopted.add(agent.spec.session_id)
+                self.start_spares()
+                return agent.spec.session_id
+        return None
+
     def warm(self, spec: AgentSpec) -> LiveAgent:
         """The session's live agent, starting its process in the background when there is none."""
         agent = self._agents.get(spec.session_id)
+        if spec.session_id in self._unadopted and agent is not None:
+            self._unadopted.discard(spec.session_id)
+            if start_options(agent.spec) == start_options(spec):
+                # The process was started with these very options; the rest of the spec (rules, mode, blocked
+                # commands) is read by our hooks, so from now on they read the session's own.
+                agent.spec = spec
+            else:
+                self._agents.pop(spec.session_id)
+                self._close_in_background(agent)
+                agent = None
         if agent is not None and agent.alive:
             self._agents.move_to_end(spec.session_id)
             return agent
@@ -72,6 +128,7 @@ class AgentPool:
         return True
 
     async def close(self, session_id: uuid.UUID) -> None:
+        self._unadopted.discard(session_id)
         agent = self._agents.pop(session_id, None)
         if agent is not None:
             await agent.close()
@@ -82,13 +139,18 @@ class AgentPool:
             with contextlib.suppress(BaseException):
                 await self._reaper
             self._reaper = None
-        agents = list(self._agents.values())
+        self.spares_wanted = 0
+        agents = list(self._agents.values()) + self._spares
         self._agents.clear()
+        self._spares.clear()
         await asyncio.gather(*(a.close() for a in agents), *self._closing, return_exceptions=True)
 
     def _evict_for_room(self) -> None:
         live = [sid for sid, a in self._agents.items() if a.alive]
-        excess = len(live) - self.max_live + 1
+        excess = len(live) + len(self._spares) - self.max_live + 1
+        while excess > 0 and self._spares:  # a spare goes before any session's agent
+            self._close_in_background(self._spares.pop())
+            excess -= 1
         for sid in live:  # oldest use first
             if excess <= 0:
                 break
@@ -109,6 +171,7 @@ class AgentPool:
         idle = [sid for sid, a in self._agents.items() if not a.busy and now - a.last_used >= self.idle_timeout_s]
         for sid in idle:
             await self.close(sid)
+        self.start_spares()  # replaces a spare that died, and one given up for room once there is room again
         return len(idle)
 
     async def _reap_forever(self) -> None:

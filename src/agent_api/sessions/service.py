@@ -97,6 +97,7 @@ async def create_session(db: AsyncSession, state: AppState, user: User, body: Se
         meta=body.metadata,
         model=body.sdk_options.model or (state.endpoint.model if state.endpoint else None),
     )
+    turns_service.take_spare_agent(state, s)
     db.add(s)
     await db.flush()
     await record_status_change(db, s.id, None, "created", "session created")

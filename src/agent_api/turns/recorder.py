@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_api.bus import BusEvent
 from agent_api.event_log import append_event
 from agent_api.metrics import tool_label
-from agent_api.models import HookRun, Message, ToolCall
+from agent_api.models import HookRun, Message, Session, ToolCall
 from agent_api.models.base import utcnow
 from agent_api.runtime import costs
 from agent_api.runtime.agent import HookRecord
@@ -76,11 +76,26 @@ def message_payload(m: Message) -> dict[str, Any]:
 class TurnRecorder(Approvals):
     """Observes one turn for the runtime and writes down everything it sees."""
 
-    def __init__(self, state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        state: AppState,
+        session_id: uuid.UUID,
+        turn_id: uuid.UUID,
+        user_id: uuid.UUID,
+        *,
+        session: Session | None = None,
+    ) -> None:
         self.state = state
         self.session_id = session_id
         self.turn_id = turn_id
         self.user_id = user_id
+        # What the session row said when the turn started: the agent's start-up facts are written only when they
+        # change, and the rules need no read before the first tool call.
+        self._known: dict[str, Any] = {}
+        if session is not None:
+            self._known = {"sdk_session_id": session.sdk_session_id, "model": session.model}
+            self._known["mcp_status"] = session.mcp_status
+            self._rules = (list(session.allowed_tools or []), list(session.disallowed_tools or []))
         self.decided: set[str] = set()
         # Hook runs and automatic decisions, written with the next message's transaction rather than while the
         # agent CLI waits for the hook's answer.
@@ -150,8 +165,11 @@ class TurnRecorder(Approvals):
                 for m in data["mcp_servers"]
                 if isinstance(m, dict)
             ]
+        if all(self._known.get(k, ...) == v for k, v in values.items()):
+            return  # a live agent's init repeats the same facts every turn
         async with self._transaction() as db:
             await repo.set_session_fields(db, self.session_id, **values)
+        self._known.update(values)
 
     async def _on_assistant(self, message: AssistantMessage) -> None:
         blocks = list(message.content)

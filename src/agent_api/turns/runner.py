@@ -41,6 +41,25 @@ def spec_for(state: AppState, s: Session) -> AgentSpec:
     )
 
 
+def spare_spec(state: AppState) -> AgentSpec:
+    """A spare agent's spec: a new session's defaults under an id no session has yet, its working directory made."""
+    session_id = uuid.uuid4()
+    cwd = workdir.session_workdir(state.settings.data_dir, session_id)
+    workdir.create_workdir(cwd)
+    return AgentSpec(session_id=session_id, cwd=cwd)
+
+
+def take_spare(state: AppState, s: Session) -> None:
+    """Give a session being created a spare agent that was started with the options it needs: the session takes
+    the spare's id (and with it the running process and its working directory)."""
+    pool = state.agents
+    if pool is None or s.mcp_server_ids or s.sdk_session_id or s.fork_from_sdk_session_id:
+        return
+    spare_id = pool.claim_spare(spec_for(state, s))
+    if spare_id is not None:
+        s.id = spare_id
+
+
 async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> None:
     pool = state.require_agents()
     async with state.db.transaction() as db:
@@ -57,8 +76,8 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
         spec.max_budget_usd = await turn_allowance(db, state, user_id, turn_id)
         session_spent = float(s.total_cost_usd or 0)
         prompt = turn.prompt
+        recorder = TurnRecorder(state, session_id, turn_id, user_id, session=s)
     spec.mcp_servers = await mcp_service.sdk_configs(state, attached_mcp)  # outside the transaction: may resolve DNS
-    recorder = TurnRecorder(state, session_id, turn_id, user_id)
     if state.dispatcher.take_interrupt(session_id):
         await recorder.finish(None, interrupted=True)
         return

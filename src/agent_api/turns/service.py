@@ -16,7 +16,7 @@ from agent_api.models.base import utcnow
 from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.rate_limits import check_user_rate
 from agent_api.state import AppState
-from agent_api.turns import accounting
+from agent_api.turns import accounting, runner
 from agent_api.turns import repository as repo
 from agent_api.turns.recorder import message_payload
 
@@ -83,6 +83,11 @@ async def start_turn(
     session_id, turn_id, user_id = s.id, turn.id, user.id
     after_commit(db, lambda: state.dispatcher.submit_turn(session_id, turn_id, user_id))
     return turn, message
+
+
+def take_spare_agent(state: AppState, s: Session) -> None:
+    """Before a new session is first flushed: adopt an agent process started ahead, when one fits (`runtime.pool`)."""
+    runner.take_spare(state, s)
 
 
 def warm(db: AsyncSession, state: AppState, s: Session) -> None:
