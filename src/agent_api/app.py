@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.engine import make_url
 
-from agent_api import __version__, migrate
+from agent_api import __version__, migrate, openapi_errors
 from agent_api.admin.router import router as admin_router
 from agent_api.auth import service as auth_service
 from agent_api.auth.router import router as auth_router
@@ -191,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="agent-api", version=__version__, lifespan=lifespan)
     app.state.agent_api = state
     install_error_handlers(app)
+    openapi_errors.install(app)
     app.include_router(_api_router())
     app.include_router(console_router)
     if settings.cors_origins:

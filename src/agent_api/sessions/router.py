@@ -95,7 +95,12 @@ async def delete_session(s: OwnedSession, db: DB, state: State) -> None:
     await service.release(state, s.id, keep_archive=keep_archive)
 
 
-@router.post("/{session_id}/query", response_model=QueryAccepted | QueryCompleted, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{session_id}/query",
+    response_model=QueryAccepted | QueryCompleted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={200: {"model": QueryCompleted, "description": "With `wait: true`: the finished turn"}},
+)
 async def query(
     s: OwnedSession,
     body: QueryRequest,
@@ -188,7 +193,11 @@ async def pause(s: OwnedSession, db: DB, state: State) -> SessionRead:
     return paused
 
 
-@router.post("/{session_id}/resume", response_model=SessionRead)
+@router.post(
+    "/{session_id}/resume",
+    response_model=SessionRead,
+    responses={201: {"model": SessionRead, "description": 'With `{"fork": true}`: the new fork'}},
+)
 async def resume(
     s: OwnedSession, user: CurrentUser, db: DB, state: State, body: Annotated[ResumeRequest | None, Body()] = None
 ) -> Any:
