@@ -131,6 +131,8 @@ async def _start(state: AppState) -> None:
     bus = create_bus(state.db.url)
     await bus.start()
     state.bus = state.db.bus = bus
+    if state.auth_listener is not None:  # PostgreSQL: other processes' revocations reach this one's login cache
+        state.auth_listener.ensure_started(state.background.spawn)
     try:
         await auth_service.bootstrap_admin(state)
         await session_service.recover_after_restart(state)

@@ -1,7 +1,9 @@
-"""Engine and session factory. SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for writes."""
+"""Engine and session factory. SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for writes; reads get a lazy
+session with no write transaction (see `Database.read_session`)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -9,9 +11,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session as SyncSession
+from sqlalchemy.util import immutabledict
 
 log = logging.getLogger("agent_api.db")
 
@@ -26,14 +30,90 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = 10) -> AsyncEngine:
+# At least the concurrency a server sees, so connections are not opened and closed under load (an aiosqlite
+# connection is a new thread plus its PRAGMAs).
+POOL_SIZE = 20
+
+
+def create_engine(url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = POOL_SIZE) -> AsyncEngine:
     if not is_sqlite(url):
+        # No pre-ping: a round trip on every checkout. A connection the server dropped fails its statement once and
+        # is invalidated by the pool (a disconnect error), and `pool_recycle` retires old ones before that happens.
         return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, json_serializer=_json_text
+            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, json_serializer=_json_text
         )
-    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, json_serializer=_json_text)
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args={"timeout": busy_timeout_ms / 1000},
+        json_serializer=_json_text,
+    )
     _configure_sqlite(engine, busy_timeout_ms)
     return engine
+
+
+class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
+    """A cursor whose statement runs in one trip to aiosqlite's thread: SQLAlchemy's own adapter makes four (open
+    the cursor, execute, fetch, close), and each trip is a thread switch there and back, the largest cost of a small
+    read."""
+
+    __slots__ = ("_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: Any) -> None:
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = immutabledict()
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: Any = None
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._lastrowid
+
+    def _run(self, operation: str, parameters: Any, many: bool) -> None:
+        cursor = self._connection._conn.cursor()
+        try:
+            if many:
+                cursor.executemany(operation, parameters)
+            else:
+                cursor.execute(operation, parameters if parameters is not None else ())
+            self._description = cursor.description
+            if cursor.description:
+                self._rows = collections.deque(cursor.fetchall())
+            self._rowcount, self._lastrowid = cursor.rowcount, cursor.lastrowid
+        finally:
+            cursor.close()
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        async with self._adapt_connection._execute_mutex:
+            await self._connection._execute(self._run, operation, parameters, False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        async with self._adapt_connection._execute_mutex:
+            await self._connection._execute(self._run, operation, seq_of_parameters, True)
+
+    async def _async_soft_close(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = _OneHopCursor
 
 
 def _json_text(value: Any) -> str:
@@ -46,6 +126,8 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if type(dbapi_conn) is AsyncAdapt_aiosqlite_connection:
+            dbapi_conn.__class__ = _OneHopConnection  # same slots, other cursor class: see `_OneHopCursor`
         # Let us issue BEGIN ourselves: pysqlite's implicit BEGIN is DEFERRED, which turns lock
         # upgrades into immediate "database is locked" errors under concurrent writers.
         dbapi_conn.isolation_level = None
@@ -86,12 +168,17 @@ class Database:
         class _Session(SyncSession):
             pass
 
+        # Where other modules hang their own session events (the auth cache's invalidations).
+        self.session_class: type[SyncSession] = _Session
         event.listen(_Session, "after_transaction_create", self._after_transaction_create)
         event.listen(_Session, "after_commit", self._after_commit)
         event.listen(_Session, "after_soft_rollback", self._after_rollback)
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, autoflush=True, sync_session_class=_Session
         )
+        # Reads take a connection only when they first run a statement, so a request answered without the
+        # database (an authenticated `GET /auth/me`) never checks one out; on SQLite they begin DEFERRED.
+        self._read_engine = self.engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}) if self.is_sqlite else None
 
     @staticmethod
     def _after_transaction_create(session: SyncSession, transaction: Any) -> None:
@@ -125,11 +212,9 @@ class Database:
         return is_sqlite(self.url)
 
     async def begin_session(self, *, readonly: bool = False) -> AsyncSession:
-        session = self.sessionmaker()
+        session = self.sessionmaker(bind=self._read_engine) if readonly and self._read_engine else self.sessionmaker()
         session.info["bus"] = self.bus
         session.info["wake_deliveries"] = self.wake_deliveries
-        if readonly and self.is_sqlite:
-            await session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
         return session
 
     @asynccontextmanager

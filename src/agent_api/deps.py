@@ -21,7 +21,12 @@ def get_state(conn: HTTPConnection) -> AppState:
     return cast("AppState", conn.app.state.agent_api)
 
 
-State = Annotated["AppState", Depends(get_state)]
+async def _state(conn: HTTPConnection) -> AppState:
+    # async: FastAPI runs a plain `def` dependency on the thread pool, a thread switch per request for nothing.
+    return get_state(conn)
+
+
+State = Annotated["AppState", Depends(_state)]
 
 
 async def get_db(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar, cast
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
-from sqlalchemy import Select, func, select
+from pydantic import BaseModel, TypeAdapter
+from sqlalchemy import Select, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 MAX_PAGE_SIZE = 100
@@ -28,7 +29,7 @@ class PageParams:
         return (self.page - 1) * self.page_size
 
 
-def _page_params(
+async def _page_params(  # async: a plain `def` dependency would run on the thread pool
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
 ) -> PageParams:
@@ -81,6 +82,29 @@ async def paged(
     else:
         items = list(await read(rows))
     return Page[Any].build(items, total, params)
+
+
+@functools.cache
+def _list_of(read: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[read])  # type: ignore[valid-type]
+
+
+async def paged_rows(session: AsyncSession, stmt: Select[Any], params: PageParams, read: type[S]) -> Page[S]:
+    """`paged` for a statement of one ORM entity whose read model takes only its columns: the page is read as plain
+    rows (labelled with the entity's attribute names) and validated in one call, with no ORM object built, and the
+    total is a `COUNT(*)` over the same conditions. For the busy lists; `paged` remains the general one."""
+    entity = stmt.column_descriptions[0]["entity"]
+    columns = [column.label(attr.key) for attr in inspect(entity).column_attrs for column in attr.columns]
+    total = await session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None))
+    rows = (await session.execute(stmt.with_only_columns(*columns).offset(params.offset).limit(params.page_size))).all()
+    items = _list_of(read).validate_python(rows, from_attributes=True)
+    return Page[read].model_construct(  # type: ignore[valid-type]
+        items=items,
+        total=int(total or 0),
+        page=params.page,
+        page_size=params.page_size,
+        total_pages=math.ceil(int(total or 0) / params.page_size) if total else 0,
+    )
 
 
 def page_of(items: Sequence[S], params: PageParams) -> Page[S]:

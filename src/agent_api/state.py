@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from agent_api.auth_cache import AuthCache, AuthListener, watch
 from agent_api.background import TaskRegistry
 from agent_api.config import Settings
 from agent_api.db import Database
@@ -40,17 +41,27 @@ class AppState:
     clock: Callable[[], datetime] = utcnow
     user_rates: UserRateLimiter = field(default_factory=UserRateLimiter)
     metrics: AppMetrics = field(default_factory=AppMetrics)
+    # Logins as authentication last read them, dropped by any committed change to their rows (see auth_cache.py).
+    auth_cache: AuthCache = field(default_factory=AuthCache)
+    auth_listener: AuthListener | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
         settings.ensure_data_dir()
+        db = Database(settings.resolved_database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+        # One process owns a SQLite database, so its own commits are all there is to hear; on PostgreSQL the cache
+        # waits for its listener before it is used.
+        cache = AuthCache(ready=db.is_sqlite)
+        watch(db.session_class, cache, notify=not db.is_sqlite)
         return cls(
             settings=settings,
-            db=Database(settings.resolved_database_url, busy_timeout_ms=settings.db_busy_timeout_ms),
+            db=db,
             jwt=JwtCodec(settings.resolved_secret_key(), settings.jwt_issuer, settings.jwt_audience),
             login_limiter=LoginLimiter(
                 settings.login_max_failures_per_user, settings.login_max_failures_per_ip, settings.login_window_s
             ),
+            auth_cache=cache,
+            auth_listener=None if db.is_sqlite else AuthListener(db.url, cache),
         )
 
     def require_bus(self) -> EventBus:

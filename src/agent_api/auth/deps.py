@@ -26,14 +26,15 @@ async def get_auth(db: DB, state: State, token: Annotated[str | None, Depends(_b
 CurrentAuth = Annotated[AuthContext, Depends(get_auth)]
 
 
-def get_current_user(auth: CurrentAuth) -> User:
+# Dependencies are `async def` even with nothing to await: a plain `def` one runs on the thread pool.
+async def get_current_user(auth: CurrentAuth) -> User:
     return auth.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_admin_user(user: CurrentUser) -> User:
+async def get_admin_user(user: CurrentUser) -> User:
     if not user.is_admin:
         raise Forbidden("Administrator role required", code="admin_required")
     return user

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_api.auth_cache import AUTH_NEUTRAL
 from agent_api.models import ApiKey, DownloadTicket, RefreshTokenFamily, User
 
 
@@ -95,7 +96,9 @@ async def get_api_key_of(session: AsyncSession, user_id: uuid.UUID, key_id: uuid
 
 
 async def touch_api_key(session: AsyncSession, key_id: uuid.UUID, when: datetime) -> None:
-    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+    # Neutral to the auth cache: when a key was last used changes nothing about whether it is valid.
+    stmt = update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when)
+    await session.execute(stmt.execution_options(**{AUTH_NEUTRAL: True}))
 
 
 async def delete_expired_download_tickets(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> None:

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_api import audit, security
 from agent_api.auth import repository as repo
 from agent_api.auth.schemas import ApiKeyCreate, TokenPair
+from agent_api.auth_cache import CachedLogin, detached_copy
+from agent_api.db import after_commit
 from agent_api.errors import AppError, Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
 from agent_api.models import ApiKey, RefreshTokenFamily, User
 from agent_api.models.base import utcnow
@@ -124,6 +126,10 @@ async def login(session: AsyncSession, state: AppState, login: str, password: st
     )
     session.add(family)
     await session.flush()
+    # The new login's first requests need not read what this one just wrote (kept only once it commits, and only if
+    # nothing about logins changed meanwhile).
+    cached, generation = CachedLogin(detached_copy(user), family_id=family.id), _start_listening(state)
+    after_commit(session, lambda: state.auth_cache.put(f"family:{family.id}", cached, generation))
     return _issue_pair(state, user.id, family.id, family.current_jti)
 
 
@@ -190,31 +196,63 @@ async def _active_user(session: AsyncSession, user_id: uuid.UUID) -> User:
 
 
 async def authenticate(session: AsyncSession, state: AppState, token: str) -> AuthContext:
-    """Resolve a bearer credential (access token or API key) to its user, or raise 401."""
+    """Resolve a bearer credential (access token or API key) to its user, or raise 401. The token is checked every
+    time; what its login's rows said is cached until they change (`auth_cache.py`)."""
     if security.is_api_key(token):
         return await _authenticate_api_key(session, state, token)
     try:
         claims = state.jwt.decode(token, "access")
     except security.InvalidToken as exc:
         raise Unauthorized("Invalid or expired token", code="invalid_token") from exc
+    cache, key = state.auth_cache, f"family:{claims.family_id}"
+    cached = cache.get(key)
+    if cached is not None and cached.user.id == claims.user_id:
+        return AuthContext(user=await session.merge(cached.user, load=False), family_id=claims.family_id)
+    generation = _start_listening(state)
     user = await repo.user_with_live_family(session, claims.user_id, claims.family_id)
     if user is None or not user.is_active:
         raise Unauthorized("Invalid or expired token", code="invalid_token")
+    cache.put(key, CachedLogin(detached_copy(user), family_id=claims.family_id), generation)
     return AuthContext(user=user, family_id=claims.family_id)
 
 
+def _start_listening(state: AppState) -> int:
+    """The cache's generation before a read of what it will keep; starts the PostgreSQL listener on first use."""
+    if state.auth_listener is not None:
+        state.auth_listener.ensure_started(state.background.spawn)
+    return state.auth_cache.generation
+
+
 async def _authenticate_api_key(session: AsyncSession, state: AppState, key: str) -> AuthContext:
-    found = await repo.api_key_with_user(session, security.api_key_hash(key))
+    key_hash = security.api_key_hash(key)
+    cache, cache_key = state.auth_cache, f"key:{key_hash}"
+    cached = cache.get(cache_key)
+    if cached is not None:
+        user = await session.merge(cached.user, load=False)
+    else:
+        generation = _start_listening(state)
+        found = await repo.api_key_with_user(session, key_hash)
+        if found is None:
+            raise Unauthorized("Invalid API key", code="invalid_token")
+        api_key, user = found
+        if api_key.revoked_at is not None or not user.is_active:
+            raise Unauthorized("API key revoked or expired", code="invalid_token")
+        cached = CachedLogin(
+            detached_copy(user),
+            api_key_id=api_key.id,
+            api_key_expires_at=api_key.expires_at,
+            api_key_used_at=api_key.last_used_at,
+        )
+        cache.put(cache_key, cached, generation)
     now = utcnow()
-    if found is None:
-        raise Unauthorized("Invalid API key", code="invalid_token")
-    api_key, user = found
-    if api_key.revoked_at is not None or (api_key.expires_at and api_key.expires_at <= now) or not user.is_active:
+    if cached.api_key_expires_at and cached.api_key_expires_at <= now:
         raise Unauthorized("API key revoked or expired", code="invalid_token")
-    if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
+    assert cached.api_key_id is not None
+    if cached.api_key_used_at is None or now - cached.api_key_used_at >= API_KEY_TOUCH_INTERVAL:
+        cached.api_key_used_at = now
         # Its own short transaction after this one: a read-only request must not upgrade to a writer.
-        state.background.spawn(_touch_api_key(state, api_key.id, now), name=f"touch-api-key-{api_key.id}")
-    return AuthContext(user=user, api_key_id=api_key.id)
+        state.background.spawn(_touch_api_key(state, cached.api_key_id, now), name=f"touch-api-key-{cached.api_key_id}")
+    return AuthContext(user=user, api_key_id=cached.api_key_id)
 
 
 async def _touch_api_key(state: AppState, key_id: uuid.UUID, when: datetime) -> None:

@@ -32,7 +32,10 @@ class AgentSettingsMixin:
 
 class Session(AgentSettingsMixin, IdMixin, TimestampMixin, Base):
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_user_id_created_at", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_sessions_user_id_created_at", "user_id", "created_at"),
+        Index("ix_sessions_user_id_status", "user_id", "status"),
+    )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str | None] = mapped_column(String(200))
@@ -103,7 +106,8 @@ class Turn(IdMixin, Base):
 
 class Message(IdMixin, Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_session_id_created_at", "session_id", "created_at"),)
+    # In page order exactly (created_at, id): no sort, and deep pages skip index entries rather than rows.
+    __table_args__ = (Index("ix_messages_session_id_created_at_id", "session_id", "created_at", "id"),)
 
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     turn_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)

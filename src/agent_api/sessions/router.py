@@ -19,7 +19,7 @@ from agent_api.deps import DB, State, end_transaction
 from agent_api.errors import NotFound, PayloadTooLarge
 from agent_api.monitoring import service as monitoring_service
 from agent_api.monitoring.schemas import CurrentMetrics
-from agent_api.pagination import Page, Pagination, paged
+from agent_api.pagination import Page, Pagination, paged_rows
 from agent_api.runtime import workdir, workdir_files
 from agent_api.sessions import answers, files, service
 from agent_api.sessions import repository as repo
@@ -77,7 +77,7 @@ async def list_sessions(
         created_after=created_after,
         created_before=created_before,
     )
-    return await paged(db, stmt, params, SessionRead)
+    return await paged_rows(db, stmt, params, SessionRead)
 
 
 @router.get("/{session_id}", response_model=SessionRead)
@@ -249,7 +249,7 @@ async def get_archive(s: OwnedSession, db: DB) -> ArchiveRead:
 @router.get("/{session_id}/messages", response_model=Page[MessageRead])
 async def messages(s: OwnedSession, db: DB, params: Pagination, turn_id: uuid.UUID | None = None) -> Page[MessageRead]:
     """The session's messages, oldest first; `?turn_id=` keeps one turn's."""
-    return await paged(db, repo.messages_of(s.id, turn_id), params, MessageRead)
+    return await paged_rows(db, repo.messages_of(s.id, turn_id), params, MessageRead)
 
 
 @router.get("/{session_id}/tool-calls", response_model=Page[ToolCallRead])
@@ -257,20 +257,20 @@ async def tool_calls(
     s: OwnedSession, db: DB, params: Pagination, turn_id: uuid.UUID | None = None
 ) -> Page[ToolCallRead]:
     """The session's tool calls with input, output, status and duration, oldest first; `?turn_id=` keeps one turn's."""
-    return await paged(db, repo.tool_calls_of(s.id, turn_id), params, ToolCallRead)
+    return await paged_rows(db, repo.tool_calls_of(s.id, turn_id), params, ToolCallRead)
 
 
 @router.get("/{session_id}/hooks", response_model=Page[HookRunRead])
 async def hooks(s: OwnedSession, db: DB, params: Pagination) -> Page[HookRunRead]:
     """Every hook run of the session (event, tool, outcome, duration), oldest first."""
-    return await paged(db, repo.hook_runs_of(s.id), params, HookRunRead)
+    return await paged_rows(db, repo.hook_runs_of(s.id), params, HookRunRead)
 
 
 @router.get("/{session_id}/permissions", response_model=Page[PermissionRead])
 async def permissions(s: OwnedSession, db: DB, params: Pagination) -> Page[PermissionRead]:
     """Every permission decision of the session (`decided_by`: mode, rule, user, timeout, cancelled, path_guard,
     sandbox), pending requests included, oldest first."""
-    return await paged(db, repo.permissions_of(s.id), params, PermissionRead)
+    return await paged_rows(db, repo.permissions_of(s.id), params, PermissionRead)
 
 
 @router.post("/{session_id}/permissions/{request_id}", response_model=PermissionAnswered)
@@ -289,7 +289,7 @@ async def answer_permission(
 @router.get("/{session_id}/metrics/snapshots", response_model=Page[MetricsSnapshotRead])
 async def metrics_snapshots(s: OwnedSession, db: DB, params: Pagination) -> Page[MetricsSnapshotRead]:
     """One metrics snapshot per finished turn (tokens, cost, tool calls by tool), oldest first."""
-    return await paged(db, repo.snapshots_of(s.id), params, MetricsSnapshotRead)
+    return await paged_rows(db, repo.snapshots_of(s.id), params, MetricsSnapshotRead)
 
 
 @router.get("/{session_id}/metrics/current", response_model=CurrentMetrics)
