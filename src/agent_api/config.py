@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     port: int = 8000
     secret_key: str | None = None
     log_level: str = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    # auto: coloured text on an interactive terminal, JSON lines otherwise (a service manager, a container, a pipe).
+    log_format: Literal["auto", "json", "text"] = "auto"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     access_token_ttl_s: int = 15 * 60
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     rate_limit_execute_per_minute: int = Field(default=20, ge=0)
     metrics_enabled: bool = True
     metrics_token: str | None = None
+    # Without a token, /metrics answers loopback clients only, unless this opens it to every address.
+    metrics_public: bool = False
 
     # Task schedules: every process ticks; the (task, slot) key keeps each slot to one execution.
     scheduler_enabled: bool = True

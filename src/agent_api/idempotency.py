@@ -20,7 +20,7 @@ from fastapi import Header
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -135,12 +135,37 @@ async def finish(
     )
 
 
+def claims_in(db: AsyncSession) -> list[ClaimedKey]:
+    """The keys this transaction has claimed and not answered yet: what a route that commits early (a fork,
+    before its copy) must `release` if it then fails, as a rollback would have."""
+    return [
+        ClaimedKey(o.user_id, o.scope, o.key)
+        for o in db.identity_map.values()
+        if isinstance(o, IdempotencyRecord) and o.in_progress and not o.response
+    ]
+
+
+async def release(db: AsyncSession, claims: list[ClaimedKey]) -> None:
+    """Free claimed keys whose request failed without an answer, so a retry runs it afresh."""
+    for claim in claims:
+        await db.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.user_id == claim.user_id,
+                IdempotencyRecord.scope == claim.scope,
+                IdempotencyRecord.key == claim.key,
+                IdempotencyRecord.in_progress.is_(True),
+            )
+        )
+
+
 async def settle_in_progress(db: AsyncSession) -> int:
-    """After a restart no request is running: keys left in progress answer what their request had answered."""
-    result = await db.execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.in_progress.is_(True))
-        .values(in_progress=False)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    """After a restart no request is running: keys left in progress answer what their request had answered, and
+    a key whose request never answered (it died committing early, a fork mid-copy) is free again."""
+    pending = (await db.scalars(select(IdempotencyRecord).where(IdempotencyRecord.in_progress.is_(True)))).all()
+    for record in pending:
+        if record.response:
+            record.in_progress = False
+        else:
+            await db.delete(record)
+    await db.flush()
+    return len(pending)

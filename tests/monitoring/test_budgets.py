@@ -18,7 +18,7 @@ from agent_api.errors import BudgetExceeded, RateLimited
 from agent_api.models import AuditEvent, SessionEvent, Turn
 from agent_api.monitoring.budgets import ensure_within_budget
 from agent_api.rate_limits import UserRateLimiter
-from tests.conftest import UserAccount, Users, app_state, assert_error_shape, make_settings, wait_until
+from tests.conftest import UserAccount, Users, app_state, assert_error_shape, make_client, make_settings, wait_until
 from tests.monitoring.factories import add_session, add_turn, set_budget
 
 pytestmark = pytest.mark.slow
@@ -232,7 +232,8 @@ class TestRateLimit:
             r = await _query(client, user, s, "hi")
             assert_error_shape(r, 429, "rate_limited")
             assert 1 <= int(r.headers["retry-after"]) <= 60
-            exposition = (await client.get("/metrics")).text
+            async with make_client(app, "127.0.0.1") as local:  # /metrics answers local scrapers only
+                exposition = (await local.get("/metrics")).text
             assert 'agent_api_rate_limited_total{action="query"} 1.0' in exposition
             other = await users.create()
             s2 = await add_session(app, other.id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,6 +13,13 @@ from tests.conftest import SessionsApi, UserAccount, Users, assert_error_shape, 
 from tests.monitoring.factories import add_session, add_turn
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    """From loopback: without a metrics token, `/metrics` answers only local scrapers."""
+    async with make_client(app, "127.0.0.1") as c:
+        yield c
 
 
 async def scrape(client: httpx.AsyncClient, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

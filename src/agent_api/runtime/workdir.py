@@ -295,15 +295,40 @@ def _copy_tree(src: Path, dst: Path, max_bytes: int) -> None:
 
 
 def copy_workdir(src: Path, dst: Path, max_bytes: int) -> None:
-    """copytree(symlinks=True) semantics for forks: links copied as links, special files skipped, size capped."""
+    """copytree(symlinks=True) semantics for forks: links copied as links, special files skipped, size capped.
+
+    The copy is built in a hidden staging directory beside dst and renamed into place once whole, so dst is either
+    absent or complete: a crash mid-copy leaves only staging, which `sweep_staging` removes on the next start.
+    """
     check_size(src, max_bytes)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    os.mkdir(dst, 0o700)  # like copytree, refuses an existing dst
+    if os.path.lexists(dst):
+        raise FileExistsError(dst)  # like copytree
+    staging = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.fork-"))  # mode 0700
     try:
-        _copy_tree(src, dst, max_bytes)
+        _copy_tree(src, staging, max_bytes)
+        os.rename(staging, dst)
     except BaseException:
-        remove_workdir(dst)
+        remove_workdir(staging)
         raise
+
+
+def sweep_staging(data_dir: Path) -> int:
+    """Remove what a crash left half-built: fork copies and restores (hidden directories among the working
+    directories) and archives being written (`.partial` files). Only for start-up, when nothing is being built."""
+    removed = 0
+    root = workdir_root(data_dir)
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith("."):
+                remove_workdir(entry)
+                removed += 1
+    archives = data_dir / "archives"
+    if archives.is_dir():
+        for entry in archives.glob(".*.partial"):
+            entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def create_archive(src: Path, dest: Path, max_bytes: int) -> ArchiveInfo:

@@ -252,7 +252,14 @@ async def resume(db: AsyncSession, state: AppState, s: Session) -> Session:
 
 
 async def fork(db: AsyncSession, state: AppState, user: User, parent: Session, body: ForkRequest) -> Session:
-    """A new session with the parent's settings, conversation (up to `fork_at_message`) and, by default, files."""
+    """A new session with the parent's settings, conversation (up to `fork_at_message`) and, by default, files.
+
+    Copying files may take a while, and the request's transaction holds SQLite's only write lock: so this commits
+    what the request has written so far (no more than an Idempotency-Key claim) and copies outside any transaction,
+    and only then records the child. No half fork is ever visible: the child row exists once its files are whole,
+    and a crash mid-copy leaves only a staging directory, removed on the next start. Refusals come before the
+    commit; if the copy fails, the claim committed early is released, as a rollback would have.
+    """
     if parent.status in ENDED:
         raise Conflict("A deleted session cannot be forked", code="invalid_status")
     cut: Message | None = None
@@ -260,8 +267,43 @@ async def fork(db: AsyncSession, state: AppState, user: User, parent: Session, b
         cut = await repo.get_message_of(db, parent.id, body.fork_at_message)
         if cut is None:
             raise ValidationFailed("fork_at_message is not a message of this session", code="message_not_found")
+    child_id = uuid.uuid4()
+    target = workdir_of(state, child_id)
+    if body.include_working_directory and workdir_of(state, parent.id).is_dir():
+        claims = idempotency.claims_in(db)
+        await db.commit()
+        try:
+            await asyncio.to_thread(
+                workdir.copy_workdir, workdir_of(state, parent.id), target, state.settings.max_workdir_bytes
+            )
+        except BaseException as exc:
+            await asyncio.shield(_release_claims(state, claims))
+            if isinstance(exc, workdir.WorkdirTooLarge):
+                raise PayloadTooLarge("The working directory is too large to copy", code="workdir_too_large") from exc
+            raise
+    else:
+        await asyncio.to_thread(workdir.create_workdir, target)
+    try:
+        return await _record_fork(db, user, parent, body, child_id, cut)
+    except BaseException:
+        await asyncio.to_thread(workdir.remove_workdir, target)
+        raise
+
+
+async def _release_claims(state: AppState, claims: list[idempotency.ClaimedKey]) -> None:
+    if claims:
+        async with state.db.transaction() as fresh:
+            await idempotency.release(fresh, claims)
+
+
+async def _record_fork(
+    db: AsyncSession, user: User, parent: Session, body: ForkRequest, child_id: uuid.UUID, cut: Message | None
+) -> Session:
+    await db.refresh(parent)  # the parent may have moved on (or been deleted) while its files were copied
+    if parent.status in ENDED:
+        raise Conflict("A deleted session cannot be forked", code="invalid_status")
     child = Session(
-        id=uuid.uuid4(),
+        id=child_id,
         user_id=user.id,
         name=body.name or f"{parent.name or 'session'} (fork)",
         description=parent.description,
@@ -285,19 +327,8 @@ async def fork(db: AsyncSession, state: AppState, user: User, parent: Session, b
     )
     db.add(child)
     await db.flush()
-    copied = await _copy_history(db, parent.id, child.id, cut)
-    child.message_count = copied
+    child.message_count = await _copy_history(db, parent.id, child.id, cut)
     await record_status_change(db, child.id, None, "created", f"forked from {parent.id}")
-    target = workdir_of(state, child.id)
-    try:
-        if body.include_working_directory and workdir_of(state, parent.id).is_dir():
-            await asyncio.to_thread(
-                workdir.copy_workdir, workdir_of(state, parent.id), target, state.settings.max_workdir_bytes
-            )
-        else:
-            await asyncio.to_thread(workdir.create_workdir, target)
-    except workdir.WorkdirTooLarge as exc:
-        raise PayloadTooLarge("The working directory is too large to copy", code="workdir_too_large") from exc
     return child
 
 
@@ -328,6 +359,9 @@ async def archive(db: AsyncSession, state: AppState, s: Session) -> SessionArchi
         raise Conflict("The session is running a turn", code="session_busy")
     if s.status in ENDED:
         raise Conflict("A deleted session cannot be archived", code="invalid_status")
+    if s.status == "archived" and (existing := await repo.get_archive(db, s.id)) is not None:
+        # Its files are in that archive and gone from disk: archiving again would replace it with an empty one.
+        return existing
     await state.dispatcher.stop_agent(s.id)
     source, dest = workdir_of(state, s.id), archive_path(state, s.id)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -349,14 +383,19 @@ async def archive(db: AsyncSession, state: AppState, s: Session) -> SessionArchi
     )
     record.created_at, record.restored_at = utcnow(), None
     await change_status(db, s, "archived", "archived by the owner")
-    await db.flush()
+    # Committed before the files go: a crash while they are removed must find the session archived (a resume
+    # restores the archive over what is left), never active with half its files and the archive unrecorded.
+    await db.commit()
     await asyncio.to_thread(workdir.remove_workdir, source)
     return record
 
 
 async def recover_after_restart(state: AppState) -> int:
     """Turns a crash left running are marked interrupted and billed, and their sessions made resumable (`active`);
-    keyed requests left in progress answer what they had answered."""
+    keyed requests left in progress answer what they had answered; half-built fork copies and archives go."""
+    swept = await asyncio.to_thread(workdir.sweep_staging, state.settings.data_dir)
+    if swept:
+        log.warning("removed %d fork copies or archives a crash left unfinished", swept)
     async with state.db.transaction() as db:
         recovered = await turns_service.recover_after_restart(db)
         stuck = (await db.scalars(repo.sessions_in(("connecting", "processing", "waiting")))).all()
