@@ -164,12 +164,7 @@ class LiveAgent:
         if tmp is not None:
             # Not the host's shared /tmp/claude-<uid>: there one session's Bash could read another's output.
             tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # A home of its own, empty: the server account's dotfiles are not the agent's to read or source (and
-            # a shell profile that loads a version manager costs every Bash call of a sandboxed agent ~150 ms),
-            # and what one session writes to ~/.bashrc never runs in another's shell.
-            home = tmp / "home"
-            home.mkdir(mode=0o700, exist_ok=True)
-            env |= {"TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp), "HOME": str(home)}
+            env |= {"TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp)}
         return ClaudeAgentOptions(
             cli_path=self._confined_cli(tmp),
             cwd=str(spec.cwd),
