@@ -3,7 +3,7 @@
     python bench/turns.py --rounds 7
 
 Every turn is one Bash call (`run: echo benchmark`) and its answer, against the offline model, with the same Bash
-sandbox on both sides (when bubblewrap and socat are installed). The server runs as a subprocess (`agent-api serve`
+sandbox and the same environment on both sides (when bubblewrap and socat are installed). The server runs as a subprocess (`agent-api serve`
 on a fresh data dir, SQLite); the direct side runs in this process. Rounds alternate the two, so machine noise hits
 both alike; the tables give medians.
 
@@ -77,7 +77,7 @@ def serve_process(data_dir: Path, extra_env: dict[str, str]) -> Iterator[tuple[s
                 proc.kill()
 
 
-async def wait_healthy(proc: subprocess.Popen[bytes], base: str, limit_s: float = 60.0) -> None:
+async def wait_healthy(proc: subprocess.Popen[bytes], base: str, limit_s: float = 180.0) -> None:
     deadline = time.monotonic() + limit_s
     async with httpx.AsyncClient() as probe:
         while proc.poll() is None:
@@ -124,10 +124,7 @@ class Direct:
         self.root, self.sandboxed = root, sandboxed
         self.config_dir = root / "claude"
         self.config_dir.mkdir()
-        # An empty home, as the server gives each agent: the shell profile is not sourced on either side.
-        home = root / "home"
-        home.mkdir()
-        self.env = {**env, "HOME": str(home), "CLAUDE_CONFIG_DIR": str(self.config_dir)}
+        self.env = {**env, "CLAUDE_CONFIG_DIR": str(self.config_dir)}
 
     def options(self, resume: str | None = None) -> ClaudeAgentOptions:
         cwd = Path(tempfile.mkdtemp(dir=self.root))
