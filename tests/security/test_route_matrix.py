@@ -356,8 +356,11 @@ class TestWithoutCredentials:
             # Login and refresh want credentials in the body; the health routes answer.
             assert r.status_code in ({422} if template.startswith("/auth/") else {200}), (template, r.text)
 
-    async def test_metrics_and_console_are_public(self, client: httpx.AsyncClient) -> None:
-        assert (await client.get("/metrics")).status_code == 200
+    async def test_metrics_and_console_are_public(self, app: object, client: httpx.AsyncClient) -> None:
+        # Without a token, /metrics needs no credentials from loopback, and is an unknown path to others.
+        async with make_client(app, "127.0.0.1") as local:
+            assert (await local.get("/metrics")).status_code == 200
+        assert (await client.get("/metrics")).status_code == 404
         assert (await client.get("/")).status_code == 200
         assert (await client.get("/console/js/app.js")).status_code in (200, 404)
 
