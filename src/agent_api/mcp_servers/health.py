@@ -26,7 +26,7 @@ from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
-from agent_api.runtime import ssrf
+from agent_api.runtime import pinned_http, ssrf
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_NOISE_LINES = 1_000  # non-protocol stdout lines tolerated before the server counts as broken
@@ -117,24 +117,34 @@ async def _stdio(config: dict[str, Any], result: HealthResult) -> AsyncIterator[
                 await stream.aclose()
 
 
-def _http_client(headers: dict[str, str], timeout: float) -> httpx.AsyncClient:
-    # max_redirects=0: the MCP transports follow no redirect at all, so none can lead past the SSRF check.
-    return httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(timeout), follow_redirects=False, max_redirects=0)
+def _http_client(headers: dict[str, str], timeout: float, transport: pinned_http.PinnedTransport) -> httpx.AsyncClient:
+    # max_redirects=0: the MCP transports follow no redirect at all, so none can lead past the SSRF check; the
+    # transport connects only to the address that check passed (DNS rebinding) and never through a proxy.
+    return httpx.AsyncClient(
+        headers=headers,
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        max_redirects=0,
+        trust_env=False,
+        transport=transport,
+    )
 
 
 @contextlib.asynccontextmanager
-async def _remote(server_type: str, config: dict[str, Any], limit_s: float) -> AsyncIterator[tuple[Any, Any]]:
+async def _remote(
+    server_type: str, config: dict[str, Any], limit_s: float, transport: pinned_http.PinnedTransport
+) -> AsyncIterator[tuple[Any, Any]]:
     headers = dict(config.get("headers", {}))
     if server_type == "sse":
 
         def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> httpx.AsyncClient:
-            return _http_client(headers or {}, limit_s)
+            return _http_client(headers or {}, limit_s, transport)
 
         async with sse_client(config["url"], headers=headers, timeout=limit_s, httpx_client_factory=factory) as (r, w):
             yield r, w
         return
     async with (
-        _http_client(headers, limit_s) as client,
+        _http_client(headers, limit_s, transport) as client,
         streamable_http_client(config["url"], http_client=client) as (r, w, _),
     ):
         yield r, w
@@ -188,8 +198,8 @@ async def check(server_type: str, config: dict[str, Any], *, limit_s: float, all
             if server_type == "stdio":
                 transport = _stdio(config, result)
             else:
-                await ssrf.check_url(config["url"], allowed_hosts)
-                transport = _remote(server_type, config, limit_s)
+                pinned = await pinned_http.transport_for(config["url"], allowed_hosts)
+                transport = _remote(server_type, config, limit_s, pinned)
             async with transport as (read, write), ClientSession(read, write) as session:
                 init = await session.initialize()
                 result.server_name, result.server_version = init.serverInfo.name, init.serverInfo.version
