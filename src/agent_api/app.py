@@ -115,6 +115,7 @@ async def _start_runtime(state: AppState) -> None:
             tmp_root=agent_tmp_root(settings),
         ),
         max_live=settings.max_live_sessions,
+        max_live_per_user=settings.max_live_sessions_per_user,
         idle_timeout_s=settings.idle_timeout_s,
         spares=settings.spare_agents,
         spare_spec=partial(turn_runner.spare_spec, state),

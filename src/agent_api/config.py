@@ -42,6 +42,10 @@ class Settings(BaseSettings):
 
     idle_timeout_s: float = 300.0
     max_live_sessions: int = 20
+    # Live agents one user may hold, so one user cannot take every slot; 0 means only max_live_sessions applies.
+    max_live_sessions_per_user: int = Field(default=5, ge=0)
+    # Open event streams (WebSocket and SSE together) per user; 0 means unlimited.
+    max_streams_per_user: int = Field(default=20, ge=0)
     # Agent processes started ahead for sessions with default options (within max_live_sessions): a first message
     # then finds its agent running. Each idle one holds an agent CLI's memory.
     spare_agents: int = Field(default=1, ge=0, le=16)
@@ -71,6 +75,10 @@ class Settings(BaseSettings):
     # Task schedules: every process ticks; the (task, slot) key keeps each slot to one execution.
     scheduler_enabled: bool = True
     scheduler_interval_s: float = Field(default=15.0, gt=0)
+
+    # A report's PDF renders in a child process killed past these limits (413 `report_too_large`).
+    report_render_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    report_render_memory_mb: int = Field(default=1024, ge=32)
 
     admin_username: str | None = None
     admin_password: str | None = None

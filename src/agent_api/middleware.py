@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent_api import json_input
 from agent_api.errors import REQUEST_ID_HEADER, error_body
 
 access_log = logging.getLogger("agent_api.access")
@@ -153,8 +154,11 @@ class InputHygieneMiddleware:
             else:
                 await send({"type": "websocket.close", "code": 4400})
             return
-        content_type = dict(scope["headers"]).get(b"content-type", b"")
-        if scope["type"] != "http" or b"json" not in content_type:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        content_type = dict(scope["headers"]).get(b"content-type")
+        if content_type is not None and b"json" not in content_type:  # FastAPI reads an untyped body as JSON
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -168,7 +172,7 @@ class InputHygieneMiddleware:
         body = b"".join(chunks)
         problem = _problem(body)
         if problem is not None:
-            await send_error(scope, send, 422, "invalid_characters", problem)
+            await send_error(scope, send, 422, *problem)
             return
         replayed = False
 
@@ -182,14 +186,17 @@ class InputHygieneMiddleware:
         await self.app(scope, replay, send)
 
 
-def _problem(body: bytes) -> str | None:
+def _problem(body: bytes) -> tuple[str, str] | None:
+    """(error code, message) for a JSON body no route may see, else None."""
+    if json_input.nests_too_deep(body):
+        return "too_deeply_nested", str(json_input.TooDeep())
     if _JSON_NUL.search(body):
-        return "Text may not contain NUL (\\u0000) characters"
+        return "invalid_characters", "Text may not contain NUL (\\u0000) characters"
     if b"NaN" in body or b"Infinity" in body:
         try:
             json.loads(body, parse_constant=_refuse_constant)
         except _NonFinite as exc:
-            return f"{exc} is not a JSON number"
+            return "invalid_characters", f"{exc} is not a JSON number"
         except ValueError:
             return None  # not JSON at all: the route's own validation says so
     return None

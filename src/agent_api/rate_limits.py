@@ -1,12 +1,12 @@
-"""Rate limits, kept per process: failed logins per username and client address, and starting agent work (queries
-and task executions) per user, which answers 429 with `Retry-After`."""
+"""Rate limits, kept per process: failed logins per username and client address, starting agent work (queries
+and task executions) per user, and open event streams per user, each answering 429 with `Retry-After`."""
 
 from __future__ import annotations
 
 import math
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -113,3 +113,36 @@ def check_user_rate(state: HasUserRates, user_id: uuid.UUID, action: Action) -> 
     except RateLimited:
         state.metrics.rate_limited.labels(action).inc()
         raise
+
+
+STREAM_RETRY_AFTER_S = 5
+
+
+class StreamSlots:
+    """Open event streams (WebSocket and SSE) per user. In-process: each replica counts its own connections."""
+
+    def __init__(self) -> None:
+        self._open: Counter[uuid.UUID] = Counter()
+
+    def open_count(self, user_id: uuid.UUID) -> int:
+        return self._open[user_id]
+
+    def take(self, user_id: uuid.UUID, limit: int) -> Callable[[], None]:
+        """Count one more open stream for the user and return its release (safe to call twice), or raise
+        `RateLimited` when the user already holds `limit` (0: no limit)."""
+        if limit > 0 and self._open[user_id] >= limit:
+            raise RateLimited(
+                STREAM_RETRY_AFTER_S, f"Too many open streams; at most {limit} per user. Close one and retry"
+            )
+        self._open[user_id] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._open[user_id] -= 1
+                if self._open[user_id] <= 0:
+                    del self._open[user_id]
+
+        return release

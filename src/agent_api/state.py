@@ -14,7 +14,7 @@ from agent_api.db import Database
 from agent_api.dispatcher import Dispatcher
 from agent_api.metrics import AppMetrics
 from agent_api.models.base import utcnow
-from agent_api.rate_limits import LoginLimiter, UserRateLimiter
+from agent_api.rate_limits import LoginLimiter, StreamSlots, UserRateLimiter
 from agent_api.security import JwtCodec
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class AppState:
     # Budget periods read the time here, so tests can move it to the next month.
     clock: Callable[[], datetime] = utcnow
     user_rates: UserRateLimiter = field(default_factory=UserRateLimiter)
+    streams: StreamSlots = field(default_factory=StreamSlots)
     metrics: AppMetrics = field(default_factory=AppMetrics)
     # Logins as authentication last read them, dropped by any committed change to their rows (see auth_cache.py).
     auth_cache: AuthCache = field(default_factory=AuthCache)

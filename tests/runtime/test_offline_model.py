@@ -140,6 +140,19 @@ def test_read_and_paths_without_a_reported_cwd() -> None:
     assert plan_reply(body(user("read notes.md"))).blocks[0]["input"]["file_path"] == "notes.md"
 
 
+def test_tool_directive_calls_any_tool_with_its_json_input() -> None:
+    env = {"role": "system", "content": "Primary working directory: /work/dir"}
+    prompt = user('tool Grep {"pattern": "x", "path": "../other"}\ntool Edit {"file_path": "a"}\ntool Glob {not json}')
+    first = plan_reply(body(prompt, env)).blocks[0]
+    # Passed as written: the path is not made absolute against the working directory.
+    assert first["name"] == "Grep" and first["input"] == {"pattern": "x", "path": "../other"}
+    second = plan_reply(body(prompt, env, tool_use("Grep"), tool_result("none"))).blocks[0]
+    assert second["name"] == "Edit" and second["input"] == {"file_path": "a"}
+    # A line whose JSON does not parse is plain text: after two calls the turn is done.
+    final = plan_reply(body(prompt, env, tool_use("Grep"), tool_result("none"), tool_use("Edit"), tool_result("ok")))
+    assert final.stop_reason == "end_turn" and final.blocks == [text("Done. ok")]
+
+
 def test_new_prompt_after_an_interrupted_tool_is_not_mistaken_for_a_tool_answer() -> None:
     # After an interrupt the CLI merges the cancelled tool's result and a marker into the next prompt.
     merged = user(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from agent_api.runtime.endpoint import base_env
 from agent_api.runtime.offline_model import OfflineModel, cli_env
 from agent_api.runtime.permissions import Verdict
 from agent_api.runtime.pool import AgentPool
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +74,58 @@ async def test_cap_evicts_the_least_recently_used_idle_agent(model: OfflineModel
         assert len(pool) == 2
     finally:
         await pool.close_all()
+
+
+async def test_a_user_over_their_cap_loses_their_own_idle_agent_not_anothers(
+    model: OfflineModel, tmp_path: Path
+) -> None:
+    pool = make_pool(model, tmp_path, max_live=10, idle_timeout_s=300, max_live_per_user=2)
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    try:
+        a1, a2, a3, b1 = spec(tmp_path), spec(tmp_path), spec(tmp_path), spec(tmp_path)
+        a1.owner = a2.owner = a3.owner = alice
+        b1.owner = bob
+        for s in (b1, a1, a2):
+            async with pool.user_slot(s):
+                await pool.run_turn(s, "hello", NullObserver())
+        assert pool.user_slot_free(alice, a3.session_id)  # at the cap, but an idle agent of hers can go
+        async with pool.user_slot(a3):
+            await pool.run_turn(a3, "hello", NullObserver())
+        assert [pool.is_live(s.session_id) for s in (a1, a2, a3, b1)] == [False, True, True, True]
+    finally:
+        await pool.close_all()
+
+
+async def test_a_turn_beyond_the_cap_waits_for_one_of_the_users_turns(model: OfflineModel, tmp_path: Path) -> None:
+    pool = make_pool(model, tmp_path, max_live=10, idle_timeout_s=300, max_live_per_user=1)
+    alice = uuid.uuid4()
+    try:
+        first, second, other = spec(tmp_path), spec(tmp_path), spec(tmp_path)
+        first.owner = second.owner = alice
+        other.owner = uuid.uuid4()
+        order: list[str] = []
+
+        async def turn(s: AgentSpec, prompt: str, name: str) -> None:
+            async with pool.user_slot(s):
+                order.append(f"{name} starts")
+                await pool.run_turn(s, prompt, NullObserver())
+                order.append(f"{name} ends")
+
+        long = asyncio.create_task(turn(first, "sleep: 3", "first"))
+        await wait_until(lambda: _true(pool.is_busy(first.session_id)), timeout=60)
+        assert not pool.user_slot_free(alice, second.session_id)
+        assert pool.user_slot_free(other.owner, other.session_id)  # other users are not held up
+        await turn(other, "hello", "other")
+        assert order == ["first starts", "other starts", "other ends"]
+        await asyncio.gather(long, turn(second, "hello", "second"))
+        assert order[3:] == ["first ends", "second starts", "second ends"]
+        assert not pool.is_live(first.session_id)  # closed to make room for the second
+    finally:
+        await pool.close_all()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_idle_agents_are_closed_and_the_next_turn_resumes(model: OfflineModel, tmp_path: Path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import ValidationError
 
+from agent_api import json_input
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB
 from agent_api.errors import ValidationFailed
@@ -27,7 +27,9 @@ VisibleServer = Annotated[McpServer, Depends(get_visible_server)]
 async def create_body(request: Request) -> McpServerCreate | FromTemplate:
     """`POST /mcp-servers` takes a server, or `{"template": id, ...}` to fill in a catalogue template."""
     try:
-        data = json.loads(await request.body())
+        data = json_input.loads(await request.body())
+    except json_input.TooDeep as exc:
+        raise ValidationFailed(str(exc), code="too_deeply_nested") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed("The body is not valid JSON", code="invalid_json") from exc
     model: type[McpServerCreate] | type[FromTemplate] = (
@@ -54,8 +56,10 @@ async def desktop_document(request: Request) -> Any:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise ValidationFailed("Upload the config file in the multipart field 'file'", code="file_missing")
-            return json.loads(await upload.read())
-        return json.loads(await request.body())
+            return json_input.loads(await upload.read())
+        return json_input.loads(await request.body())
+    except json_input.TooDeep as exc:
+        raise ValidationFailed(str(exc), code="too_deeply_nested") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed("The config is not valid JSON", code="invalid_json") from exc
 

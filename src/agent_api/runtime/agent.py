@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher, ResultMessage, SystemMessage
 from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
 
-from agent_api.runtime import confine, permissions
+from agent_api.runtime import cli_state, confine, permissions
 from agent_api.runtime.confine import cli_permission_mode, sandbox_settings
 from agent_api.runtime.permissions import Verdict
 
@@ -50,6 +50,11 @@ class AgentSpec:
     max_budget_usd: float | None = None
     # SDK server configs by name (secrets decrypted), as `ClaudeAgentOptions.mcp_servers` takes them.
     mcp_servers: dict[str, Any] = field(default_factory=dict)
+    # The user whose agent this is: the pool caps live agents per user.
+    owner: uuid.UUID | None = None
+    # The session whose CLI state directory holds the conversation `resume` names, when not this one (a fork's
+    # parent): it is brought over before the CLI starts (`runtime.cli_state`).
+    resume_from: uuid.UUID | None = None
 
 
 def start_options(spec: AgentSpec, *, with_cwd: bool = True) -> tuple[Any, ...]:
@@ -106,6 +111,7 @@ class TurnObserver(Protocol):
 @dataclass(frozen=True)
 class RuntimeConfig:
     env: dict[str, str]
+    # The root of the CLI's state directories: each session's agents get their own below it (`runtime.cli_state`).
     config_dir: Path
     bash_sandboxed: bool = False
     stderr_lines: int = 50
@@ -145,6 +151,8 @@ class LiveAgent:
         self.last_used = time.monotonic()
         # This process's own temporary directory (see `RuntimeConfig.new_tmp_dir`).
         self.tmp = config.new_tmp_dir(spec.session_id)
+        # The session's own CLI state directory: its conversations, and no other session's.
+        self.state_dir = cli_state.state_dir(config.config_dir, spec.session_id)
         self.busy = False
         self.interrupted = False
         self._observer: TurnObserver | None = None
@@ -159,7 +167,7 @@ class LiveAgent:
 
     def _options(self) -> ClaudeAgentOptions:
         spec = self.spec
-        env = {**self.config.env, "CLAUDE_CONFIG_DIR": str(self.config.config_dir)}
+        env = {**self.config.env, "CLAUDE_CONFIG_DIR": str(self.state_dir)}
         tmp = self.tmp
         if tmp is not None:
             # Not the host's shared /tmp/claude-<uid>: there one session's Bash could read another's output.
@@ -199,7 +207,7 @@ class LiveAgent:
         config = self.config
         if not config.bash_sandboxed or tmp is None:
             return None
-        mounted = [Path(os.path.realpath(self.spec.cwd)), config.config_dir, tmp]
+        mounted = [Path(os.path.realpath(self.spec.cwd)), self.state_dir, tmp]
         return confine.write_wrapper(tmp, list(config.private_paths), mounted)
 
     @property
@@ -317,6 +325,9 @@ class LiveAgent:
 
     async def _serve(self) -> None:
         try:
+            spec = self.spec
+            root = self.config.config_dir
+            await asyncio.to_thread(cli_state.prepare, root, spec.session_id, spec.resume, spec.resume_from)
             client = ClaudeSDKClient(self._options())
             await client.connect()
         except BaseException as exc:

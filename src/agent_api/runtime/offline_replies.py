@@ -9,6 +9,8 @@ Directives, one per line of the prompt (``<system-reminder>`` blocks the CLI add
   against the working directory the CLI reports in its environment block)
 - ``read PATH``          a ``Read`` tool call
 - ``mcp SERVER TOOL {json}``  a call of MCP tool ``mcp__SERVER__TOOL`` with that JSON object as input
+- ``tool NAME {json}``   a call of any tool NAME (``Edit``, ``Glob``, ``Grep``...) with that JSON object as input,
+  passed as written (paths are not made absolute)
 - ``sleep: N``           the text answer streams over N seconds, so a turn can be interrupted
 - ``recall``             answers with the first user prompt of the conversation (checks resume)
 
@@ -36,6 +38,7 @@ _UNSANDBOXED_RE = re.compile(r"run-unsandboxed:\s*(.+)", re.IGNORECASE)
 _FETCH_RE = re.compile(r"fetch\s+(\S+)", re.IGNORECASE)
 _SLEEP_RE = re.compile(r"sleep:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _MCP_RE = re.compile(r"mcp\s+([\w-]+)\s+([\w-]+)\s+(\{.*\})", re.IGNORECASE)
+_TOOL_RE = re.compile(r"tool\s+([\w-]+)\s+(\{.*\})", re.IGNORECASE)
 # Text the CLI itself puts into user messages; never a directive or part of the user's prompt.
 _REMINDER_RE = re.compile(r"<system-reminder>.*?(</system-reminder>|$)", re.DOTALL)
 _INTERRUPT_MARK = "[Request interrupted"
@@ -111,6 +114,8 @@ def _tool_calls(prompt: str, cwd: str | None) -> list[tuple[str, dict[str, Any]]
             calls.append(("Read", {"file_path": _absolute(m.group(1), cwd)}))
         elif (m := _MCP_RE.fullmatch(line)) and isinstance(tool_input := _json_object(m.group(3)), dict):
             calls.append((f"mcp__{m.group(1)}__{m.group(2)}", tool_input))
+        elif (m := _TOOL_RE.fullmatch(line)) and isinstance(tool_input := _json_object(m.group(2)), dict):
+            calls.append((m.group(1), tool_input))
     return calls
 
 

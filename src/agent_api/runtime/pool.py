@@ -3,6 +3,9 @@
 It also keeps a few spare agents: processes started ahead, with the options most sessions have, under the id of a
 session that does not exist yet. A new session whose options match takes one (and its id), so even a first message
 sent the moment the session is created finds its agent started.
+
+Each user may hold at most `max_live_per_user` live agents, so one user cannot take every slot: a turn beyond it
+waits until one of that user's agents is idle (and is closed for it), never evicting another user's.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from claude_agent_sdk import ResultMessage
 
@@ -31,9 +34,14 @@ class AgentPool:
         idle_timeout_s: float = 300.0,
         spares: int = 0,
         spare_spec: Callable[[], AgentSpec] | None = None,
+        max_live_per_user: int = 0,
     ) -> None:
         self.config = config
         self.max_live = max_live
+        self.max_live_per_user = max_live_per_user  # 0: no cap per user
+        # Sessions whose turn holds its owner's slot, from the wait for it to the turn's end: never evicted.
+        self._reserved: dict[uuid.UUID, uuid.UUID] = {}
+        self._slot_freed = asyncio.Event()
         self.idle_timeout_s = idle_timeout_s
         self._agents: OrderedDict[uuid.UUID, LiveAgent] = OrderedDict()
         # `spare_spec` makes the spec of a future session (a fresh id, its working directory created).
@@ -52,6 +60,10 @@ class AgentPool:
     def is_live(self, session_id: uuid.UUID) -> bool:
         agent = self._agents.get(session_id)
         return agent is not None and agent.alive
+
+    def is_busy(self, session_id: uuid.UUID) -> bool:
+        agent = self._agents.get(session_id)
+        return agent is not None and agent.alive and agent.busy
 
     def start_reaper(self) -> None:
         if self._reaper is None:
@@ -76,6 +88,7 @@ class AgentPool:
         for agent in self._spares:
             if agent.alive and start_options(agent.spec, with_cwd=False) == wanted:
                 self._spares.remove(agent)
+                agent.spec.owner = spec.owner
                 agent.last_used = time.monotonic()  # not idle: its session is being created
                 self._agents[agent.spec.session_id] = agent
                 self._unadopted.add(agent.spec.session_id)
@@ -102,6 +115,7 @@ class AgentPool:
         dead = self._agents.pop(spec.session_id, None)
         if dead is not None:
             self._close_in_background(dead)  # its owning task may still wait for a turn
+        self._evict_for_owner(spec)
         self._evict_for_room()
         agent = LiveAgent(spec, self.config)
         self._agents[spec.session_id] = agent
@@ -118,7 +132,57 @@ class AgentPool:
             self._agents.pop(spec.session_id, None)
             await agent.close()
             raise
+        finally:
+            self._notify_slot_freed()
         return result, agent
+
+    def _held_by(self, owner: uuid.UUID) -> set[uuid.UUID]:
+        live = {sid for sid, a in self._agents.items() if a.alive and a.spec.owner == owner}
+        return live | {sid for sid, o in self._reserved.items() if o == owner}
+
+    def _idle(self, session_id: uuid.UUID) -> bool:
+        agent = self._agents.get(session_id)
+        return agent is not None and not agent.busy and session_id not in self._reserved
+
+    def user_slot_free(self, owner: uuid.UUID | None, session_id: uuid.UUID) -> bool:
+        """Whether the session may have a live agent now within its owner's cap: it has one already, the owner
+        holds fewer than the cap, or one of the owner's agents is idle and can be closed for it."""
+        if not self.max_live_per_user or owner is None or self.is_live(session_id) or session_id in self._reserved:
+            return True
+        held = self._held_by(owner)
+        return len(held) < self.max_live_per_user or any(self._idle(sid) for sid in held)
+
+    @contextlib.asynccontextmanager
+    async def user_slot(self, spec: AgentSpec) -> AsyncIterator[None]:
+        """Hold a slot of the owner's for the session's turn, waiting until one is free."""
+        while not self.user_slot_free(spec.owner, spec.session_id):
+            # Woken when a turn ends or an agent closes; the timeout also covers an agent whose process died.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+        if spec.owner is not None:
+            self._reserved[spec.session_id] = spec.owner
+        try:
+            yield
+        finally:
+            self._reserved.pop(spec.session_id, None)
+            self._notify_slot_freed()
+
+    def _notify_slot_freed(self) -> None:
+        self._slot_freed.set()
+        self._slot_freed = asyncio.Event()
+
+    def _evict_for_owner(self, spec: AgentSpec) -> None:
+        """Close the owner's least recently used idle agents until this session's fits within the owner's cap."""
+        if not self.max_live_per_user or spec.owner is None:
+            return
+        held = self._held_by(spec.owner) - {spec.session_id}
+        for sid in [sid for sid in self._agents if sid in held]:  # oldest use first
+            if len(held) < self.max_live_per_user:
+                return
+            if self._idle(sid):
+                self._close_in_background(self._agents.pop(sid))
+                self._unadopted.discard(sid)
+                held.discard(sid)
 
     async def interrupt(self, session_id: uuid.UUID) -> bool:
         agent = self._agents.get(session_id)
@@ -132,6 +196,7 @@ class AgentPool:
         agent = self._agents.pop(session_id, None)
         if agent is not None:
             await agent.close()
+            self._notify_slot_freed()
 
     async def close_all(self) -> None:
         if self._reaper is not None:
@@ -155,7 +220,7 @@ class AgentPool:
             if excess <= 0:
                 break
             agent = self._agents[sid]
-            if agent.busy:
+            if agent.busy or sid in self._reserved:
                 continue
             self._agents.pop(sid)
             self._close_in_background(agent)
@@ -165,6 +230,7 @@ class AgentPool:
         task = asyncio.create_task(agent.close(), name=f"close-{agent.spec.session_id}")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        self._notify_slot_freed()
 
     async def close_idle(self) -> int:
         now = time.monotonic()

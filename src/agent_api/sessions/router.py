@@ -112,7 +112,9 @@ async def query(
 ) -> Any:
     """Send a message to the session's agent: 202 at once, or with `wait: true` 200 and the finished turn (202
     `waiting` with `pending_permissions` as soon as a person must decide, 202 `processing` when it outlives the wait).
-    `fork: true` sends it to a new fork. 409 `session_busy` / `session_paused` / `session_archived`.
+    `fork: true` sends it to a new fork. 409 `session_busy` / `session_paused` / `session_archived`. A turn whose
+    user already holds `AGENT_API_MAX_LIVE_SESSIONS_PER_USER` busy agents waits for one of them to finish, or with
+    `wait: true` is refused at once with 429 `rate_limited` (`Retry-After`).
     `Idempotency-Key` runs it once: a retry gets the turn as it is now (200 once it has finished; 202 `waiting` or
     `processing` before, waiting again like the first with `wait: true`), never a second turn; 422
     `idempotency_key_reused` for another request, 409 `idempotency_in_progress` while the first still waits."""
@@ -121,7 +123,7 @@ async def query(
     if isinstance(claim, idempotency.Replay):
         assert key is not None
         return await _replay_query(db, state, idempotency.ClaimedKey(user.id, scope, key), claim, body.wait)
-    sent = await service.send_message(db, state, user, s, body.message, into_fork=body.fork)
+    sent = await service.send_message(db, state, user, s, body.message, into_fork=body.fork, at_once=body.wait)
     accepted = QueryAccepted(id=sent.session.id, message_id=sent.message.id, turn_id=sent.turn.id, status="processing")
     await idempotency.finish(db, claim, 202, accepted, in_progress=body.wait)
     if not body.wait:

@@ -131,17 +131,20 @@ async def send_message(
     *,
     into_fork: bool = False,
     count_rate: bool = True,
+    at_once: bool = False,
 ) -> SentMessage:
     """The one way a message reaches an agent (REST and WebSocket queries, fork-and-query, task executions):
     refusals first, then the turn is recorded and runs once the caller's transaction commits."""
     target = s
+    if at_once and into_fork:  # the fork will need an agent of its own
+        turns_service.ensure_agent_slot(state, user.id, uuid.uuid4())
     if into_fork:
         # Refusals first: a fork copies the working directory, which a rolled-back request would leave behind.
         check_user_rate(state, user.id, "query")
         await ensure_within_budget(db, state, user.id)
         target = await fork(db, state, user, s, ForkRequest())
     turn, message = await turns_service.start_turn(
-        db, state, user, target, text, count_rate=count_rate and not into_fork
+        db, state, user, target, text, count_rate=count_rate and not into_fork, at_once=at_once
     )
     return SentMessage(target, turn, message)
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from agent_api import json_input
 from agent_api.bus import frame_text
 from agent_api.errors import AppError
 from agent_api.models import User
@@ -115,9 +116,12 @@ class StreamConnection:
     async def _listen(self) -> None:
         while True:
             try:
-                message = await self.ws.receive_json()
+                message = json_input.loads(await self.ws.receive_text())
             except WebSocketDisconnect:
                 return
+            except json_input.TooDeep as exc:
+                await self._error("too_deeply_nested", str(exc))
+                continue
             except (ValueError, KeyError):
                 await self._error("invalid_frame", "Frames are JSON objects with a `type`")
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from sse_starlette import EventSourceResponse
 from agent_api.auth import service as auth_service
 from agent_api.auth.deps import CurrentUser
 from agent_api.deps import DB, State, get_state
-from agent_api.errors import AppError
+from agent_api.errors import AppError, RateLimited
 from agent_api.models import User
 from agent_api.sessions import service as sessions_service
 from agent_api.sessions.deps import OwnedSession
@@ -23,11 +24,13 @@ from agent_api.streaming.deps import StreamUser
 from agent_api.streaming.schemas import StreamTicketRead
 
 router = APIRouter(tags=["streaming"])
+log = logging.getLogger("agent_api.streaming")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+CLOSE_TOO_MANY_STREAMS = 4429
 _SEQ = re.compile(r"[0-9]{1,18}")
 MAX_SEQ = 10**18 - 1  # what `_SEQ` admits
 
@@ -48,6 +51,7 @@ _EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No credential, or a bad token or ticket"},
     404: {"description": "Unknown session, or another user's"},
     422: {"description": "A bad `after_seq` or `Last-Event-ID`"},
+    429: {"description": "The caller already has `AGENT_API_MAX_STREAMS_PER_USER` streams open"},
 }
 
 
@@ -88,7 +92,8 @@ async def session_events(
     `Authorization` header or, for EventSource, a stream ticket in `?ticket=`. 404 for another user's session."""
     await sessions_service.get_owned(db, user, session_id)
     resume = last_event_id if last_event_id is not None else after_seq
-    return sse.event_stream(state, session_id, resume, partial)
+    release = state.streams.take(user.id, state.settings.max_streams_per_user)
+    return sse.event_stream(state, session_id, resume, partial, release)
 
 
 async def _authenticate(state: AppState, session_id: uuid.UUID, token: str | None, ticket: str | None) -> User | None:
@@ -107,7 +112,8 @@ async def _authenticate(state: AppState, session_id: uuid.UUID, token: str | Non
 async def stream(ws: WebSocket, session_id: str) -> None:
     """Live events of one of the caller's sessions (`?ticket=` or `?token=`); `?after_seq=N` replays stored events
     after N first, `?partial=1` adds `delta` frames. Closes 4401 unauthenticated, 4403 origin not allowed, 4404 unknown
-    or another user's session, 4400 bad `after_seq`."""
+    or another user's session, 4400 bad `after_seq`, 4429 when the user already has
+    `AGENT_API_MAX_STREAMS_PER_USER` streams open."""
     state = get_state(ws)
     await ws.accept()
     origin = ws.headers.get("origin")
@@ -138,4 +144,13 @@ async def stream(ws: WebSocket, session_id: str) -> None:
             return
         after_seq = int(after_raw)
     partial = params.get("partial") in ("1", "true")
-    await StreamConnection(state, ws, user, sid).run(after_seq, partial)
+    try:
+        release = state.streams.take(user.id, state.settings.max_streams_per_user)
+    except RateLimited as exc:
+        await ws.close(CLOSE_TOO_MANY_STREAMS, "too many open streams for this user")
+        log.info("stream refused: %s", exc.message)
+        return
+    try:
+        await StreamConnection(state, ws, user, sid).run(after_seq, partial)
+    finally:
+        release()

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -34,7 +35,12 @@ SHUTDOWN_GRACE_S = 2.0  # how long a stream told of the server's exit may take t
 
 
 class SessionEventsResponse(EventSourceResponse):
-    """An event stream whose client stopped reading ends with a warning, not with a traceback."""
+    """An event stream whose client stopped reading ends with a warning, not with a traceback; its slot among the
+    user's open streams is given back however it ends."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -42,10 +48,15 @@ class SessionEventsResponse(EventSourceResponse):
         except SendTimeoutError:
             # As the WebSocket's 4008: it resumes from the last id it got when it reads (and reconnects) again.
             log.warning("closing an event stream client that stopped reading")
+        finally:
+            self.release()
 
 
-def event_stream(state: AppState, session_id: uuid.UUID, after_seq: int | None, partial: bool) -> EventSourceResponse:
-    """The response streaming `connected`, then every stored event after `after_seq` (None: from now on)."""
+def event_stream(
+    state: AppState, session_id: uuid.UUID, after_seq: int | None, partial: bool, release: Callable[[], None]
+) -> EventSourceResponse:
+    """The response streaming `connected`, then every stored event after `after_seq` (None: from now on);
+    `release` gives back the stream's slot when the response ends."""
     feed = _Feed(state, session_id, after_seq, partial)
     server_exit = anyio.Event()  # set by sse-starlette when it sees the server shutting down
 
@@ -60,6 +71,7 @@ def event_stream(state: AppState, session_id: uuid.UUID, after_seq: int | None, 
         shutdown_event=server_exit,
         shutdown_grace_period=SHUTDOWN_GRACE_S,
         data_sender_callable=end_on_server_exit,  # runs beside the stream, ends with it
+        release=release,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from agent_api.errors import RateLimited
 from agent_api.event_log import claim_and_record
 from agent_api.mcp_servers import service as mcp_service
 from agent_api.models import Session
@@ -17,6 +18,8 @@ from agent_api.turns import repository as repo
 from agent_api.turns.recorder import TurnRecorder
 
 log = logging.getLogger("agent_api.turns")
+
+AGENT_SLOT_RETRY_AFTER_S = 5
 
 
 def spec_for(state: AppState, s: Session) -> AgentSpec:
@@ -38,6 +41,8 @@ def spec_for(state: AppState, s: Session) -> AgentSpec:
         resume=s.fork_from_sdk_session_id if fork_pending else s.sdk_session_id,
         fork_session=fork_pending,
         resume_session_at=s.fork_at_message_uuid if fork_pending else None,
+        resume_from=s.parent_session_id if fork_pending else None,
+        owner=s.user_id,
     )
 
 
@@ -82,11 +87,15 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
         await recorder.finish(None, interrupted=True)
         return
     try:
-        await _apply_budget(state, spec, session_spent)
-        if state.dispatcher.take_interrupt(session_id):  # came while a budget restart closed the old agent
-            await recorder.finish(None, interrupted=True)
-            return
-        result, agent = await pool.run_turn(spec, prompt, recorder)
+        async with pool.user_slot(spec):
+            if state.dispatcher.take_interrupt(session_id):  # came while it waited for a slot of the user's
+                await recorder.finish(None, interrupted=True)
+                return
+            await _apply_budget(state, spec, session_spent)
+            if state.dispatcher.take_interrupt(session_id):  # came while a budget restart closed the old agent
+                await recorder.finish(None, interrupted=True)
+                return
+            result, agent = await pool.run_turn(spec, prompt, recorder)
     except AgentStartError as exc:
         log.warning("agent for session %s failed to start: %s", session_id, exc)
         await recorder.fail(exc, start_failed=True)
@@ -124,8 +133,10 @@ async def warm_agent(state: AppState, session_id: uuid.UUID) -> None:
         spec = spec_for(state, s)
         attached = await mcp_service.load_attached(db, state, s.user_id, list(s.mcp_server_ids or []))
     spec.mcp_servers = await mcp_service.sdk_configs(state, attached)
-    agent = state.require_agents().warm(spec)
-    await _record_warm_up(state, session_id, agent)
+    pool = state.require_agents()
+    if not pool.user_slot_free(spec.owner, spec.session_id):
+        return  # every agent of the user's is busy: this one starts with the session's first turn
+    await _record_warm_up(state, session_id, pool.warm(spec))
 
 
 async def _record_warm_up(state: AppState, session_id: uuid.UUID, agent: LiveAgent) -> None:
@@ -144,3 +155,14 @@ async def _record_warm_up(state: AppState, session_id: uuid.UUID, agent: LiveAge
         if s is not None:
             s.error_message = error
         await claim_and_record(db, session_id, ("connecting",), "failed", "agent process failed to start")
+
+
+def ensure_agent_slot(state: AppState, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """For a turn asked to start at once: 429 when every live agent the user may hold is busy."""
+    pool = state.agents
+    if pool is not None and not pool.user_slot_free(user_id, session_id):
+        limit = state.settings.max_live_sessions_per_user
+        raise RateLimited(
+            AGENT_SLOT_RETRY_AFTER_S,
+            f"All {limit} live agents you may hold are busy; retry when one finishes, or send without wait",
+        )

@@ -41,16 +41,26 @@ def _refuse(status: str) -> Conflict:
 
 
 async def start_turn(
-    db: AsyncSession, state: AppState, user: User, s: Session, text: str, *, count_rate: bool = True
+    db: AsyncSession,
+    state: AppState,
+    user: User,
+    s: Session,
+    text: str,
+    *,
+    count_rate: bool = True,
+    at_once: bool = False,
 ) -> tuple[Turn, Message]:
     """Claim the session for a turn and record the user's message; the turn runs once the caller's transaction
     commits, and never if it rolls back.
 
-    `count_rate=False` for turns no request asked for directly (task executions count as `execute`)."""
+    `count_rate=False` for turns no request asked for directly (task executions count as `execute`). `at_once`
+    refuses (429) a turn that would wait for a free agent slot of the user's instead of queueing it."""
     if state.dispatcher.draining:
         raise ServiceUnavailable("The server is shutting down", code="shutting_down")
     if s.status not in QUERYABLE:
         raise _refuse(s.status)
+    if at_once:
+        runner.ensure_agent_slot(state, user.id, s.id)
     if count_rate:
         check_user_rate(state, user.id, "query")
     # Before anything is flushed: a refusal leaves nothing behind. The turn row added below is what the
@@ -123,3 +133,7 @@ async def timed_out_denials(db: AsyncSession, turn_id: uuid.UUID) -> list[Permis
 async def deny_pending(db: AsyncSession, session_id: uuid.UUID, decided_by: str, reason: str) -> None:
     """Settle every request of the session still waiting for a person (pause, restart)."""
     await repo.deny_pending(db, session_id, decided_by, reason)
+
+
+def ensure_agent_slot(state: AppState, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    runner.ensure_agent_slot(state, user_id, session_id)
