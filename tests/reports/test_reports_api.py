@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +17,7 @@ from pypdf import PdfReader
 
 from agent_api.errors import NotFound
 from agent_api.models.base import utcnow
-from agent_api.reports import collect, service
+from agent_api.reports import collect, render, service
 from tests.conftest import UserAccount, Users, app_state, assert_error_shape
 from tests.reports.conftest import Factory, History, ReportsApi, ToolUse, validate_report_json
 
@@ -221,6 +225,58 @@ class TestDownload:
         rid = (await reports.create(await factory.session(owner)))["id"]
         r = await client.get(f"/api/v1/reports/{rid}/download", headers=reports.user.headers)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+
+
+class TestPdfStoredOnceAndBounded:
+    async def test_the_first_download_renders_and_later_ones_read_the_stored_pdf(
+        self, app: object, factory: Factory, reports: ReportsApi, owner: UserAccount, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        renders: list[int] = []
+        real = render.to_pdf_bounded
+
+        async def counted(html: str, **limits: Any) -> bytes:
+            renders.append(len(html))
+            return await real(html, **limits)
+
+        monkeypatch.setattr(render, "to_pdf_bounded", counted)
+        rid = (await reports.create(await factory.session(owner), title="stored once"))["id"]
+        first, second, third = await asyncio.gather(*(reports.download(rid, "pdf") for _ in range(3)))
+        assert [r.status_code for r in (first, second, third)] == [200, 200, 200]
+        assert first.content == second.content == third.content and first.content.startswith(b"%PDF")
+        assert len(renders) == 1  # concurrent first downloads wait for one render
+        stored = service.pdf_path(app_state(app), uuid.UUID(rid))
+        assert stored.read_bytes() == first.content
+        again = await reports.download(rid, "pdf")
+        assert again.content == first.content and len(renders) == 1
+
+    @pytest.mark.parametrize(
+        "limit", [{"report_render_timeout_s": 0.05}, {"report_render_memory_mb": 48}], ids=["time", "memory"]
+    )
+    async def test_a_render_past_its_limits_is_413_and_stores_nothing(
+        self,
+        app: object,
+        factory: Factory,
+        reports: ReportsApi,
+        owner: UserAccount,
+        monkeypatch: pytest.MonkeyPatch,
+        limit: dict[str, float],
+    ) -> None:
+        for name, value in limit.items():
+            monkeypatch.setattr(app_state(app).settings, name, value)
+        rid = (await reports.create(await factory.session(owner), title="too big"))["id"]
+        r = await reports.download(rid, "pdf")
+        assert_error_shape(r, 413, "report_too_large")
+        assert not service.pdf_path(app_state(app), uuid.UUID(rid)).exists()
+        monkeypatch.undo()
+        assert (await reports.download(rid, "pdf")).content.startswith(b"%PDF")  # the limits, not the report
+
+    def test_the_api_process_never_loads_weasyprint(self) -> None:
+        code = (
+            "import sys; from agent_api.app import create_app; from agent_api.reports import service, render;"
+            "print('weasyprint' in sys.modules)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+        assert out.stdout.strip() == "False"
 
 
 class TestReadAndList:

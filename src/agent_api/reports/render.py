@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from datetime import datetime
 from typing import NoReturn
 
-import weasyprint
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from agent_api.reports.schemas import ReportData
@@ -80,7 +81,9 @@ def to_html(data: ReportData) -> str:
 
 
 def to_pdf(html: str, fetcher: RefusingFetcher | None = None) -> bytes:
-    """Blocking and CPU-heavy: call it in a thread."""
+    """Blocking and CPU-heavy: the server calls it in a child process (`to_pdf_bounded`)."""
+    import weasyprint  # imported here: the API process renders no PDF itself and need not hold WeasyPrint
+
     # No base_url: relative references have nothing to resolve against, and the fetcher refuses the rest.
     document = weasyprint.HTML(string=html, base_url=None, url_fetcher=fetcher or RefusingFetcher())
     pdf = document.write_pdf()
@@ -88,13 +91,43 @@ def to_pdf(html: str, fetcher: RefusingFetcher | None = None) -> bytes:
     return pdf
 
 
-# A long report takes WeasyPrint seconds of CPU; its own small pool keeps a burst of PDF downloads from
-# occupying the default executor that working-directory operations share. Extra requests wait their turn.
-_pdf_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report-pdf")
+class RenderFailed(Exception):
+    pass
 
 
-async def to_pdf_in_thread(html: str) -> bytes:
-    return await asyncio.get_running_loop().run_in_executor(_pdf_pool, to_pdf, html)
+# At most this many renderer processes at once per event loop; more downloads wait their turn.
+_renderers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+async def to_pdf_bounded(html: str, *, timeout_s: float, memory_bytes: int) -> bytes:
+    """The PDF, rendered in a child process (`pdf_child`) capped in memory and CPU and killed at `timeout_s`;
+    `RenderFailed` when it does not finish within them."""
+    async with _renderers.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(2)):
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent_api.reports.pdf_child",
+            "--memory-bytes",
+            str(memory_bytes),
+            "--cpu-seconds",
+            str(max(1, math.ceil(timeout_s))),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            pdf, errors = await asyncio.wait_for(child.communicate(html.encode()), timeout_s)
+        except TimeoutError:
+            raise RenderFailed(f"rendering the PDF took longer than {timeout_s:g} s") from None
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    if child.returncode != 0 or not pdf.startswith(b"%PDF"):
+        last = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        log.warning("the PDF renderer failed (exit %s): %.300s", child.returncode, last[0])
+        raise RenderFailed("the PDF renderer ran out of its memory or time")
+    return pdf
 
 
 def to_json(data: ReportData) -> bytes:

@@ -57,16 +57,18 @@ async def get_report(report: OwnedReport) -> ReportDetailRead:
 
 @router.get("/reports/{report_id}/download", response_class=Response)
 async def download_report(
-    report: DownloadableReport, db: DB, fmt: Annotated[str, Query(alias="format")] = "html"
+    report: DownloadableReport, db: DB, state: State, fmt: Annotated[str, Query(alias="format")] = "html"
 ) -> Response:
     """The report as the attachment `report-<id>.<format>`: `?format=html` (default), `pdf` or `json`.
-    400 `invalid_format` for another format; 404 for another user's report. The HTML carries a Content-Security-Policy
+    400 `invalid_format` for another format; 404 for another user's report. A PDF is rendered on the first download
+    (within `AGENT_API_REPORT_RENDER_TIMEOUT_S` and `AGENT_API_REPORT_RENDER_MEMORY_MB`, else 413 `report_too_large`)
+    and kept, so later downloads read it. The HTML carries a Content-Security-Policy
     that sandboxes it (no script), for the console's report frame. A browser may use `?ticket=` (a download ticket)
     instead of the `Authorization` header."""
     download = service.prepare_download(report, fmt)
     # A PDF can take seconds to render: hold no database connection meanwhile.
     await end_transaction(db)
-    body = await service.render_download(download)
+    body = await service.render_download(state, download)
     headers = {"Content-Disposition": f'attachment; filename="{download.filename}"', **security_headers.NOSNIFF}
     if download.fmt == "html":
         headers.update(security_headers.report_frame_headers())
@@ -74,12 +76,12 @@ async def download_report(
 
 
 @router.get("/reports/{report_id}/view", response_class=Response)
-async def view_report(report: DownloadableReport, db: DB) -> Response:
+async def view_report(report: DownloadableReport, db: DB, state: State) -> Response:
     """The HTML report shown in place (not as an attachment), for the console's sandboxed report frame: its own
     Content-Security-Policy sandboxes it and allows no script. A browser frame uses `?ticket=` (a download ticket)."""
     download = service.prepare_download(report, "html")
     await end_transaction(db)
-    body = await service.render_download(download)
+    body = await service.render_download(state, download)
     return Response(body, media_type=download.media_type, headers=security_headers.report_frame_headers())
 
 

@@ -1,14 +1,19 @@
-"""Reports: made from a session's rows and files, stored as a snapshot, rendered on download."""
+"""Reports: made from a session's rows and files, stored as a snapshot, rendered on download (a PDF once, then
+kept in the data dir)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import uuid
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_api.errors import BadRequest, NotFound
+from agent_api.errors import BadRequest, NotFound, PayloadTooLarge
 from agent_api.models import Report, Session, User
 from agent_api.models.base import utcnow
 from agent_api.pagination import Page, PageParams, paged
@@ -140,6 +145,7 @@ async def list_reports(db: AsyncSession, user: User, filters: ReportFilters, par
 
 @dataclass(frozen=True)
 class Download:
+    report_id: uuid.UUID
     data: ReportData
     fmt: str
     media_type: str
@@ -150,11 +156,53 @@ def prepare_download(report: Report, fmt: str) -> Download:
     """Everything a download needs from the row, so the caller can end its transaction before rendering."""
     if fmt not in FORMATS:
         raise BadRequest(f"Unknown format {fmt[:20]!r}: use one of {', '.join(FORMATS)}", code="invalid_format")
-    return Download(ReportData.model_validate(report.data), fmt, MEDIA_TYPES[fmt], f"report-{report.id}.{fmt}")
+    data = ReportData.model_validate(report.data)
+    return Download(report.id, data, fmt, MEDIA_TYPES[fmt], f"report-{report.id}.{fmt}")
 
 
-async def render_download(download: Download) -> bytes:
+async def render_download(state: AppState, download: Download) -> bytes:
     if download.fmt == "json":
         return render.to_json(download.data)
-    html = render.to_html(download.data)
-    return html.encode() if download.fmt == "html" else await render.to_pdf_in_thread(html)
+    if download.fmt == "pdf":
+        return await _stored_pdf(state, download)
+    return render.to_html(download.data).encode()
+
+
+def pdf_path(state: AppState, report_id: uuid.UUID) -> Path:
+    return state.settings.data_dir / "reports" / f"{report_id}.pdf"
+
+
+# One render per report at a time in this process: concurrent downloads of a new report wait for the first.
+_rendering: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+async def _stored_pdf(state: AppState, download: Download) -> bytes:
+    """A report never changes once made, so its PDF is rendered on the first download and read from the data dir
+    after that (rendering takes seconds of CPU)."""
+    path = pdf_path(state, download.report_id)
+    lock = _rendering.setdefault(download.report_id, asyncio.Lock())
+    async with lock:
+        with contextlib.suppress(FileNotFoundError):
+            return await asyncio.to_thread(path.read_bytes)
+        settings = state.settings
+        try:
+            pdf = await render.to_pdf_bounded(
+                render.to_html(download.data),
+                timeout_s=settings.report_render_timeout_s,
+                memory_bytes=settings.report_render_memory_mb * 1024 * 1024,
+            )
+        except render.RenderFailed as exc:
+            raise PayloadTooLarge(
+                f"This report could not be rendered as PDF within the server's limits ({exc}); "
+                "download it as html or json",
+                code="report_too_large",
+            ) from exc
+        await asyncio.to_thread(_write_atomically, path, pdf)
+        return pdf
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
