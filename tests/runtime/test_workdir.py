@@ -443,7 +443,7 @@ class TestArchives:
         assert sorted(os.listdir(archives)) == ["snap.tar.gz"]  # no temp file left
         assert MARKER not in gzip.decompress(info.path.read_bytes())
         dest = tmp_path / "restored"
-        restore_archive(info.path, dest)
+        restore_archive(info.path, dest, 10**9)
         assert snapshot(dest) == snapshot(ws)
         assert stat.S_IMODE(dest.stat().st_mode) == 0o700
         assert stat.S_IMODE((dest / "run.sh").stat().st_mode) == 0o755
@@ -455,7 +455,7 @@ class TestArchives:
         dest.mkdir()
         (dest / "stale.txt").write_text("stale")
         (dest / "new.txt").write_text("old")
-        restore_archive(info.path, dest)
+        restore_archive(info.path, dest, 10**9)
         assert snapshot(dest) == {"new.txt": ("file", b"new")}
         assert sorted(os.listdir(tmp_path)) == ["dest", "snap.tar.gz", "ws"]  # no staging or old dir left
 
@@ -476,9 +476,30 @@ class TestArchives:
             create_archive(ws, archives / "snap.tar.gz", max_bytes=999)
         assert os.listdir(archives) == []
 
+    def test_a_decompression_bomb_stops_at_the_byte_limit(self, tmp_path: Path) -> None:
+        zeros = b"\0" * (20 * 1024 * 1024)  # about 20 kB once compressed
+        archive = make_tar(tmp_path / "bomb.tar.gz", (member("small.txt"), b"ok"), (member("zeros.bin"), zeros))
+        assert archive.stat().st_size < 100_000
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        (dest / "keep.txt").write_text("keep")
+        with pytest.raises(UnsafeArchive, match="more than 1048576 bytes"):
+            restore_archive(archive, dest, 1024 * 1024)
+        assert snapshot(dest) == {"keep.txt": ("file", b"keep")}
+        assert sorted(os.listdir(tmp_path)) == ["bomb.tar.gz", "dest"]  # no staging directory left behind
+        restore_archive(archive, dest, 21 * 1024 * 1024)  # the same archive within a limit that holds it
+        assert (dest / "zeros.bin").stat().st_size == len(zeros)
+
+    def test_too_many_entries_are_refused(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(wd, "MAX_ARCHIVE_MEMBERS", 10)
+        archive = make_tar(tmp_path / "many.tar.gz", *((member(f"f{i}"), b"") for i in range(11)))
+        with pytest.raises(UnsafeArchive, match="more than 10 entries"):
+            restore_archive(archive, tmp_path / "dest", 10**9)
+        assert not (tmp_path / "dest").exists()
+
     def test_setuid_bits_are_stripped(self, tmp_path: Path) -> None:
         archive = make_tar(tmp_path / "a.tar.gz", (member("tool", mode=0o6755), b"#!/bin/sh\n"))
-        restore_archive(archive, tmp_path / "dest")
+        restore_archive(archive, tmp_path / "dest", 10**9)
         assert stat.S_IMODE((tmp_path / "dest" / "tool").stat().st_mode) == 0o755
 
     @pytest.mark.parametrize(
@@ -504,7 +525,7 @@ class TestArchives:
         (dest / "keep.txt").write_text("keep")
         outside_before = snapshot(outside)
         with pytest.raises(UnsafeArchive):
-            restore_archive(archive, dest)
+            restore_archive(archive, dest, 10**9)
         assert snapshot(outside) == outside_before
         assert not (tmp_path / "escape.txt").exists()
         assert snapshot(dest) == {"keep.txt": ("file", b"keep")}

@@ -5,7 +5,9 @@ password guessing, query floods, every agent slot, every stream. Each limit answ
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import tarfile
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +18,7 @@ import websockets
 
 from agent_api.agent_settings import MAX_MESSAGE_CHARS
 from agent_api.app import create_app
+from agent_api.sessions import service as sessions_service
 from tests.conftest import (
     SessionsApi,
     UserAccount,
@@ -277,3 +280,31 @@ class TestStreamsPerUser:
         finally:
             for ws in streams:
                 await ws.close()
+
+
+class TestArchiveBomb:
+    async def test_an_archive_that_unpacks_past_the_limit_is_409_and_changes_nothing(
+        self, app: object, client: httpx.AsyncClient, sessions: SessionsApi, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        state = app_state(app)
+        s = await sessions.create(name="bomb")
+        sid = uuid.UUID(s["id"])
+        (sessions_service.workdir_of(state, sid) / "notes.txt").write_text("mine")
+        r = await client.post(f"/api/v1/sessions/{sid}/archive", headers=sessions.user.headers)
+        assert r.status_code == 201, r.text
+        archive = sessions_service.archive_path(state, sid)
+        original = archive.read_bytes()
+        # An archive swapped on disk, or written by a server with a larger limit: 20 MB of zeros in ~20 kB.
+        with tarfile.open(archive, "w:gz") as tar:
+            info = tarfile.TarInfo("zeros.bin")
+            info.size = 20 * 1024 * 1024
+            tar.addfile(info, io.BytesIO(b"\0" * info.size))
+        monkeypatch.setattr(state.settings, "max_workdir_bytes", 1024 * 1024)
+        r = await client.post(f"/api/v1/sessions/{sid}/resume", headers=sessions.user.headers)
+        assert_error_shape(r, 409, "archive_unrestorable")
+        assert (await sessions.get(s["id"]))["status"] == "archived"
+        assert not sessions_service.workdir_of(state, sid).exists()
+        archive.write_bytes(original)
+        r = await client.post(f"/api/v1/sessions/{sid}/resume", headers=sessions.user.headers)
+        assert r.status_code == 200 and r.json()["status"] == "active"
+        assert (sessions_service.workdir_of(state, sid) / "notes.txt").read_text() == "mine"

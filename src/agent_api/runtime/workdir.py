@@ -385,13 +385,32 @@ def _swap_in(staging: Path, dest: Path) -> None:
     remove_workdir(old)
 
 
-def restore_archive(archive: Path, dest: Path) -> None:
-    """Extract archive into dest, replacing what is there; an unsafe archive raises UnsafeArchive and changes nothing."""
+MAX_ARCHIVE_MEMBERS = 200_000
+
+
+def restore_archive(archive: Path, dest: Path, max_bytes: int) -> None:
+    """Extract archive into dest, replacing what is there; an unsafe archive raises UnsafeArchive and changes nothing.
+
+    What an archive unpacks to is counted from its headers before each member is written: past `max_bytes` of file
+    content or `MAX_ARCHIVE_MEMBERS` entries (a decompression bomb, or an archive from a server with a larger limit)
+    it stops there."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.restore-"))  # mode 0700
+    unpacked = members = 0
+
+    def bounded(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+        nonlocal unpacked, members
+        members += 1
+        unpacked += member.size if member.isreg() else 0
+        if unpacked > max_bytes:
+            raise UnsafeArchive(f"the archive unpacks to more than {max_bytes} bytes")
+        if members > MAX_ARCHIVE_MEMBERS:
+            raise UnsafeArchive(f"the archive holds more than {MAX_ARCHIVE_MEMBERS} entries")
+        return _safe_member(member, dest_path)
+
     try:
         with tarfile.open(archive, mode="r:*") as tar:
-            tar.extractall(staging, filter=_safe_member)  # noqa: S202 (the filter is the safety check)
+            tar.extractall(staging, filter=bounded)  # noqa: S202 (the filter is the safety check)
     except BaseException:
         remove_workdir(staging)
         raise

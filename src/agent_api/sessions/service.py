@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tarfile
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -246,7 +247,16 @@ async def resume(db: AsyncSession, state: AppState, s: Session) -> Session:
     if s.status == "archived":
         archive = await repo.get_archive(db, s.id)
         if archive is not None:
-            await asyncio.to_thread(workdir.restore_archive, Path(archive.path), workdir_of(state, s.id))
+            try:
+                await asyncio.to_thread(
+                    workdir.restore_archive,
+                    Path(archive.path),
+                    workdir_of(state, s.id),
+                    state.settings.max_workdir_bytes,
+                )
+            except (workdir.UnsafeArchive, tarfile.TarError, OSError) as exc:
+                log.warning("archive of session %s cannot be restored: %s", s.id, exc)
+                raise Conflict(f"The session's archive cannot be restored: {exc}", code="archive_unrestorable") from exc
             archive.restored_at = utcnow()
     await change_status(db, s, "active", "resumed by the owner")
     s.completed_at = None
