@@ -33,6 +33,7 @@ from agent_api.middleware import BodySizeLimitMiddleware, InputHygieneMiddleware
 from agent_api.monitoring.prometheus import router as prometheus_router
 from agent_api.monitoring.router import router as monitoring_router
 from agent_api.reports.router import router as reports_router
+from agent_api.runtime import confine
 from agent_api.runtime import endpoint as model_endpoint
 from agent_api.runtime.agent import RuntimeConfig
 from agent_api.runtime.pool import AgentPool
@@ -106,6 +107,8 @@ async def _start_runtime(state: AppState) -> None:
             "Bash runs WITHOUT a sandbox: an agent whose Bash call is approved can read this server's data dir "
             "(secret key, database, other users' files). Install bubblewrap and socat for a multi-user server."
         )
+    else:
+        await asyncio.to_thread(confine.own_pid_namespace_available)  # probed once, here, not at an agent's start
     state.agents = AgentPool(
         RuntimeConfig(
             env=state.endpoint.env,
@@ -149,7 +152,8 @@ async def _start(state: AppState) -> None:
 
 
 async def _stop(state: AppState) -> None:
-    """Drain: refuse new turns, interrupt running ones (they record themselves), end the agent processes."""
+    """Drain: refuse new turns, interrupt running ones (they record themselves), end the agent processes. Under
+    `agent-api serve` the drain already ran at SIGTERM, before the connections closed (`cli.DrainingServer`)."""
     state.dispatcher.draining = True
     if state.bus is not None:
         await state.bus.shut_down_subscribers()  # stream clients are closed with 1012 and reconnect elsewhere

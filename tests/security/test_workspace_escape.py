@@ -28,7 +28,7 @@ import pytest
 
 from agent_api import migrate
 from agent_api.app import create_app
-from agent_api.runtime import cli_state
+from agent_api.runtime import cli_state, confine
 from agent_api.runtime.agent import LiveAgent
 from agent_api.runtime.endpoint import sandbox_available
 from agent_api.sessions import service
@@ -632,11 +632,8 @@ class TestReports:
         assert a.own in said  # the report carries what the agent read inside its workspace
         assert_no_marker(world, said + await _everything(world, attacker, [a.id]))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="open: the confined CLI shares the host's PID namespace and /proc, so a process it starts (an MCP "
-        "stdio server) reads any file through /proc/<server pid>/root; bwrap's own --unshare-pid --proc breaks the "
-        "Bash sandbox nested inside it (it cannot mount /proc under bwrap's covered one)",
+    @pytest.mark.skipif(
+        not confine.own_pid_namespace_available(), reason="unshare --pid is not possible under bubblewrap here"
     )
     async def test_a_file_reading_tool_cannot_go_through_proc(self, world: World, attacker: SessionsApi) -> None:
         name, server_id = await _global_file_reader(world)

@@ -111,9 +111,11 @@ class TestConcurrentRetries:
         url, headers = f"{SESSIONS}/{s['id']}/query", keyed(sessions)
         body = {"message": f"once {uuid.uuid4().hex}"}
         responses = await asyncio.gather(*(client.post(url, json=body, headers=headers) for _ in range(10)))
-        assert [r.status_code for r in responses] == [202] * 10, [r.text for r in responses]
+        first = [r for r in responses if "idempotent-replay" not in r.headers]
+        assert len(first) == 1 and first[0].status_code == 202, [r.text for r in responses]
+        # A replay answers the turn as it is now: 202 while it runs, 200 once it has finished (it may be that fast).
+        assert {r.status_code for r in responses} <= {200, 202}, [r.text for r in responses]
         assert len({r.json()["turn_id"] for r in responses}) == 1
-        assert sum("idempotent-replay" not in r.headers for r in responses) == 1
         await sessions.wait_status(s["id"], "active")
 
         async def one_turn() -> bool:
