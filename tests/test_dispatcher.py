@@ -132,6 +132,17 @@ class TestInterrupts:
         await dispatcher.wait_turn(session_id, 5)
         assert jobs.saw_interrupt is False
 
+    async def test_a_turn_committed_as_the_drain_began_only_records_itself_interrupted(self) -> None:
+        """Its request passed the `draining` check just before the drain; it reaches the dispatcher after."""
+        jobs = Recorder()
+        dispatcher = jobs.dispatcher_for()
+        dispatcher.draining = True
+        session_id = uuid.uuid4()
+        dispatcher.submit_turn(session_id, uuid.uuid4(), uuid.uuid4())
+        jobs.gate.set()
+        assert await dispatcher.wait_turn(session_id, 5) is True
+        assert jobs.saw_interrupt is True
+
 
 class TestSchedules:
     async def test_ticks_repeat_and_survive_a_failure_until_the_drain(self) -> None:

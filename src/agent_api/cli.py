@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import socket
 import sys
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.table import Table
 
@@ -22,10 +27,37 @@ app.add_typer(users_app, name="users")
 app.command("chat")(chat)
 console = Console()
 err_console = Console(stderr=True)
+log = logging.getLogger("agent_api")
 
 # The `websockets` protocol waits for the socket to drain on every send: what lets a stream notice a client that
 # stopped reading (and close it) instead of buffering for it without bound.
 UVICORN_OPTIONS: dict[str, object] = {"ws": "websockets", "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0}
+
+# SIGTERM (see `DrainingServer`): the drain of running work, then open connections, then the application's end.
+DRAIN_TIMEOUT_S = 15.0  # turns interrupted and recorded (the dispatcher waits 10 s for them), agents closed
+CONNECTIONS_TIMEOUT_S = 10.0  # uvicorn's graceful shutdown: what still holds a connection open is cancelled after it
+SHUTDOWN_GRACE_S = 30.0  # the whole of it, the application's own end included: what a supervisor should allow
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's graceful shutdown waits for open connections before the application's lifespan ends, by default for
+    ever: a `wait: true` query held the process for as long as its turn ran, and the turn was only interrupted after.
+    Here the drain comes first, while the listener is still open: new turns are refused (503 `shutting_down`),
+    running ones are interrupted and recorded, permission requests still waiting are settled (`cancelled`), so a
+    client waiting on a turn gets its answer and stream watchers see how it ended. Then uvicorn closes the listener,
+    closes WebSockets with 1012 and ends event streams, and cancels what still holds a connection after
+    `CONNECTIONS_TIMEOUT_S`."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self.drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await asyncio.wait_for(self.drain(), DRAIN_TIMEOUT_S)
+        except Exception:  # the lifespan's end drains again; the exit goes on
+            log.exception("draining running work failed")
+        await super().shutdown(sockets)
 
 
 @app.command()
@@ -35,22 +67,37 @@ def serve(
     reload: Annotated[bool, typer.Option(help="Reload on code changes (development)")] = False,
 ) -> None:
     """Run the API server (migrates the database first unless AGENT_API_AUTO_MIGRATE=false)."""
-    import uvicorn
-
     from agent_api.logs import configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        "agent_api.main:app",
-        host=host or settings.host,
-        port=port or settings.port,
-        reload=reload,
-        access_log=False,
-        log_config=None,
-        proxy_headers=True,
-        **UVICORN_OPTIONS,  # type: ignore[arg-type]
-    )
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "access_log": False,
+        "log_config": None,
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": CONNECTIONS_TIMEOUT_S,
+        **UVICORN_OPTIONS,
+    }
+    if reload:  # development: the reloader imports the application itself, in a child process
+        uvicorn.run("agent_api.main:app", reload=True, **options)
+        return
+    from agent_api.main import app as application
+
+    server = DrainingServer(uvicorn.Config(application, **options), application.state.agent_api.dispatcher.drain)
+    # uvicorn re-raises the signal it stopped on once it is done, so a drained server would die "killed by SIGTERM"
+    # (exit 143 to Docker). A SIGTERM handler of ours is what uvicorn restores and raises it to: the process then
+    # returns from here and exits 0, as a clean stop should.
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # SIGINT, re-raised the same way: as uvicorn.run, a clean stop too
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        raise typer.Exit(3)  # start-up failed (uvicorn logged why): uvicorn.run's exit code
 
 
 @db_app.command("upgrade")

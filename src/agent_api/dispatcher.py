@@ -22,6 +22,8 @@ from agent_api.runtime.pool import AgentPool
 
 log = logging.getLogger("agent_api.dispatcher")
 
+# How long a drain waits for interrupted turns to record how they ended before it closes their agents.
+DRAIN_TURNS_S = 10.0
 # A person's answer to a permission request: ("allow" | "deny", the reason given).
 Answer = tuple[str, str | None]
 
@@ -145,6 +147,9 @@ class InProcessDispatcher(Dispatcher):
 
     def submit_turn(self, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self._interrupts.discard(session_id)  # an interrupt aimed at an earlier turn is spent
+        if self.draining:
+            # Accepted just before the drain began: it runs only to record itself interrupted (the drain waits).
+            self._interrupts.add(session_id)
         task = self.registry.spawn(self.jobs.run_turn(session_id, turn_id, user_id), name=f"turn-{turn_id}")
         self._track(self._turns, session_id, task)
         task.add_done_callback(
@@ -288,14 +293,21 @@ class InProcessDispatcher(Dispatcher):
     def runs_execution(self, execution_id: uuid.UUID) -> bool:
         return execution_id in self._executions
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float = DRAIN_TURNS_S) -> None:  # noqa: ASYNC109
         self.draining = True
         if self.agents is None:
             return
-        for session_id in list(self._turns):
-            with contextlib.suppress(Exception):
-                await self.agents.interrupt(session_id)
-        running = list(self._turns.values())
-        if running:
-            await asyncio.wait(running, timeout=10)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        interrupted: set[asyncio.Task[None]] = set()
+        # Again while turns remain: one whose request passed the check just before the drain began is submitted
+        # after it (see `submit_turn`), and is interrupted and waited for like the others.
+        while self._turns and (left := deadline - loop.time()) > 0:
+            for session_id, task in list(self._turns.items()):
+                if task not in interrupted:
+                    interrupted.add(task)
+                    with contextlib.suppress(Exception):
+                        await self.interrupt(session_id)
+            await asyncio.wait(list(self._turns.values()), timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        # Closing an agent also cancels the permission wait of a turn still asking, which settles it `cancelled`.
         await self.agents.close_all()

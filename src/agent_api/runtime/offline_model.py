@@ -260,6 +260,10 @@ class OfflineModel:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, UnicodeDecodeError):
             pass  # a client that hangs up or speaks garbage only loses its own connection
+        except asyncio.CancelledError:
+            # `stop` ends the connections still open (a stream an interrupted agent left behind). Re-raised, the
+            # cancel would reach asyncio's own done-callback, which logs it as an error on Python 3.11.
+            pass
         finally:
             if task is not None:
                 self._connections.discard(task)
