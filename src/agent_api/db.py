@@ -1,11 +1,15 @@
-"""Engine and session factory. SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for writes; reads get a lazy
-session with no write transaction (see `Database.read_session`)."""
+"""Engine and session factory. SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for writes, which queue in
+the process first come first served (`_WriterQueue`); reads get a lazy session with no write transaction (see
+`Database.read_session`)."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
+import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +19,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session as SyncSession
-from sqlalchemy.util import immutabledict
+from sqlalchemy.util import await_only, immutabledict
 
 log = logging.getLogger("agent_api.db")
 
@@ -138,10 +142,66 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    writers = _WriterQueue(busy_timeout_ms / 1000)
+
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
+        if conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE") == "DEFERRED":
+            conn.exec_driver_sql("BEGIN DEFERRED")
+            return
+        conn.info[_WRITER_TURN] = writers.wait_turn()
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            conn.info.pop(_WRITER_TURN).release()
+            raise
+
+    @event.listens_for(sync_engine, "commit")
+    @event.listens_for(sync_engine, "rollback")
+    def _on_end(conn: Connection) -> None:
+        _end_turn(conn.info)
+
+    # A connection returned to the pool or dropped without either event (an error, a cancelled request) must not
+    # keep the turn: every later writer would wait for it.
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        _end_turn(record.info)
+
+    @event.listens_for(sync_engine, "invalidate")
+    def _on_invalidate(_dbapi_conn: Any, record: Any, _exc: Any) -> None:
+        _end_turn(record.info)
+
+
+def _end_turn(info: dict[Any, Any]) -> None:
+    turn = info.pop(_WRITER_TURN, None)
+    if turn is not None:
+        turn.release()
+
+
+_WRITER_TURN = "agent_api_writer_turn"
+
+
+class _WriterQueue:
+    """This process's SQLite writers, first come first served. SQLite's own wait for its write lock (the busy
+    timeout) retries with sleeps in no order, so among many writers one can starve past the timeout and fail with
+    `database is locked`; queued here, a writer waits only for those before it, and the busy timeout is left to
+    cover writers in other processes (a second server, the `agent-api` CLI)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        # One lock per event loop: an application runs on one, but tests may start several in turn.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def wait_turn(self) -> asyncio.Lock:
+        """Called from SQLAlchemy's sync layer inside its greenlet, so it can wait on the event loop."""
+        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        try:
+            await_only(asyncio.wait_for(lock.acquire(), self.timeout_s))
+        except TimeoutError:
+            raise sqlite3.OperationalError(
+                f"database is locked: no turn to write within {self.timeout_s:g} s in this process"
+            ) from None
+        return lock
 
 
 def after_commit(db: AsyncSession, job: Callable[[], object]) -> None:

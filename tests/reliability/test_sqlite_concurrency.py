@@ -42,12 +42,6 @@ def _locked(text: str) -> bool:
 
 
 class TestManyWriters:
-    @pytest.mark.xfail(
-        reason="known defect: under heavy load one writer in thousands can wait past SQLite's busy timeout at "
-        "BEGIN IMMEDIATE and get a 500 (database is locked); the fix is a first-come queue for writers inside the "
-        "process (db.py), so busy_timeout only covers other processes",
-        strict=False,
-    )
     async def test_50_writers_x_100_writes(self, service: Service, users: list[dict[str, str]]) -> None:
         failures: list[str] = []
         created: list[str] = []
