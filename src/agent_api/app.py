@@ -36,6 +36,7 @@ from agent_api.reports.router import router as reports_router
 from agent_api.runtime import confine
 from agent_api.runtime import endpoint as model_endpoint
 from agent_api.runtime.agent import RuntimeConfig
+from agent_api.runtime.mcp_relay import McpRelay
 from agent_api.runtime.pool import AgentPool
 from agent_api.session_templates.router import router as session_templates_router
 from agent_api.sessions import service as session_service
@@ -100,6 +101,8 @@ async def _start_runtime(state: AppState) -> None:
         raise SandboxUnavailable("AGENT_API_SANDBOX=required but bubblewrap (bwrap) and socat are not installed")
     state.bash_sandboxed = sandbox_ok and settings.sandbox != "off"
     state.endpoint = await model_endpoint.start_endpoint(settings.cli_max_retries)
+    state.mcp_relay = McpRelay()
+    await state.mcp_relay.start()
     config_dir = settings.data_dir / "claude"
     config_dir.mkdir(parents=True, exist_ok=True)
     if not state.bash_sandboxed:
@@ -116,6 +119,7 @@ async def _start_runtime(state: AppState) -> None:
             bash_sandboxed=state.bash_sandboxed,
             private_paths=private_paths(settings),
             tmp_root=agent_tmp_root(settings),
+            mcp_relay=state.mcp_relay,
         ),
         max_live=settings.max_live_sessions,
         max_live_per_user=settings.max_live_sessions_per_user,
@@ -163,6 +167,8 @@ async def _stop(state: AppState) -> None:
         await state.bus.stop()
     if state.endpoint is not None:
         await state.endpoint.stop()
+    if state.mcp_relay is not None:
+        await state.mcp_relay.stop()
     await state.db.dispose()
 
 

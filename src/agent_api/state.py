@@ -20,6 +20,7 @@ from agent_api.security import JwtCodec
 if TYPE_CHECKING:
     from agent_api.bus import EventBus
     from agent_api.runtime.endpoint import ModelEndpoint
+    from agent_api.runtime.mcp_relay import McpRelay
     from agent_api.runtime.pool import AgentPool
 
 
@@ -30,8 +31,9 @@ class AppState:
     jwt: JwtCodec
     login_limiter: LoginLimiter
     background: TaskRegistry = field(default_factory=TaskRegistry)
-    # Set at start-up by the lifespan: the model endpoint and the pool of live agents.
+    # Set at start-up by the lifespan: the model endpoint, the MCP relay and the pool of live agents.
     endpoint: ModelEndpoint | None = None
+    mcp_relay: McpRelay | None = None
     agents: AgentPool | None = None
     bash_sandboxed: bool = False
     # Owns all work in flight; set by the application once the domains' jobs exist.

@@ -483,7 +483,9 @@ class TestMcpRegistration:
         assert_error_shape(r, 422, "mcp_url_not_allowed")
         stored = (await mclient.get(f"{MCP}/{server['id']}", headers=alice.headers)).json()
         assert stored["config"]["url"] == allowed_service.url + "mcp"
-        assert_no_hits(loopback, allowed_service)
+        assert_no_hits(loopback)
+        # Webhook deliveries of earlier tests may still reach the shared allowed service; the MCP server may not.
+        assert [req for req in allowed_service.requests if req[1].startswith("/mcp")] == []
 
     @pytest.mark.parametrize(("host", "kind"), FORMS, ids=FORM_IDS)
     async def test_import_lists_it_as_an_error_and_creates_nothing(
@@ -709,7 +711,7 @@ class TestWebhooks:
         )
         assert_error_shape(r, 422, "url_not_allowed")
         assert (await mclient.get(f"{HOOKS}/{hook['id']}", headers=alice.headers)).json()["url"] == hook["url"]
-        assert_no_hits(loopback, allowed_service)
+        assert_no_hits(loopback)  # (the shared allowed service may still get earlier tests' deliveries)
 
     @pytest.mark.parametrize("how", ["test", "event"])
     @pytest.mark.parametrize(("host", "kind"), FORMS, ids=FORM_IDS)
@@ -887,23 +889,19 @@ class TestAgentMcpRedirect:
         server_type: str,
     ) -> None:
         """An MCP server that passes the check (here: allowlisted; on a real network: any public host) answers
-        302 to a loopback service. The agent CLI opens the MCP connection itself, so the server's own no-redirect
-        rule does not apply to it: known gap, reported as xfail while it stands (see SECURITY.md)."""
+        302 to a loopback service. The agent CLI only ever talks to the loopback MCP relay, which connects to the
+        server itself, adds its configured headers and follows no redirect: the CLI gets a 502."""
         body = remote(f"{redirector.url}mcp", server_type)
         body["config"]["headers"] = {"X-Api-Key": "SECRET-KEY"}
         created = await mclient.post(MCP, json=body, headers=alice.headers)
         assert created.status_code == 201, created.text
-        before, hits_before = len(redirector.requests), len(redirect_target.requests)
+        before = len(redirector.requests)
         sessions = SessionsApi(mclient, alice)
         s = await sessions.create(permission_mode="bypassPermissions", mcp_server_ids=[created.json()["id"]])
         r = await sessions.query(s["id"], "hello")
         assert r.status_code == 200, r.text
-        assert len(redirector.requests) > before  # the CLI did connect to the attached server
+        reached = redirector.requests[before:]
+        assert reached, "the relay did not connect to the attached server"
+        assert all(headers.get("x-api-key") == "SECRET-KEY" for _, _, headers in reached)  # added by the relay
         assert (await sessions.get(s["id"]))["mcp_status"] != [{"name": body["name"], "status": "connected"}]
-        followed = redirect_target.requests[hits_before:]
-        if followed:
-            leaked = any("SECRET-KEY" in headers.values() for _, _, headers in followed)
-            pytest.xfail(
-                f"known gap: the agent CLI followed the MCP server's redirect to loopback ({len(followed)} requests"
-                f"{', with the server configured X-Api-Key header' if leaked else ''})"
-            )
+        assert_no_hits(redirect_target)

@@ -247,7 +247,9 @@ async def load_attached(
 async def sdk_configs(state: AppState, attached: Sequence[AttachedServer]) -> dict[str, Any]:
     """`ClaudeAgentOptions.mcp_servers` for these servers, each checked again now: policy for stdio, SSRF for URLs.
 
-    Runs outside any transaction: resolving a host name can take a while.
+    An HTTP or SSE server is given to the CLI as an address on the loopback MCP relay (`runtime.mcp_relay`), without
+    its headers: the relay connects to the address checked here, adds the headers and follows no redirect. Without
+    a running relay such servers are left out. Runs outside any transaction: resolving a host name can take a while.
     """
     configs: dict[str, Any] = {}
     for server in attached:
@@ -261,12 +263,17 @@ async def sdk_configs(state: AppState, attached: Sequence[AttachedServer]) -> di
             if config.get("env"):
                 sdk["env"] = config["env"]
         else:
+            if state.mcp_relay is None:
+                log.warning("MCP server %s not attached: the MCP relay is not running", server.id)
+                continue
             try:
-                await ssrf.check_url(config["url"], state.settings.mcp_allowed_hosts)
+                url = await state.mcp_relay.register(
+                    config["url"], config.get("headers", {}), state.settings.mcp_allowed_hosts
+                )
             except ssrf.UnsafeUrl as exc:
                 log.warning("MCP server %s refused at attach time: %s", server.id, exc)
                 continue
-            sdk = {"type": server.server_type, "url": config["url"], "headers": config.get("headers", {})}
+            sdk = {"type": server.server_type, "url": url}
         name = server.name if server.name not in configs else f"{server.name}_{str(server.id)[:8]}"
         configs[name] = sdk
     return configs

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher, ResultMessage, SystemMessage
 from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
@@ -25,6 +25,9 @@ from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, 
 from agent_api.runtime import cli_state, confine, permissions
 from agent_api.runtime.confine import cli_permission_mode, sandbox_settings
 from agent_api.runtime.permissions import Verdict
+
+if TYPE_CHECKING:
+    from agent_api.runtime.mcp_relay import McpRelay
 
 log = logging.getLogger("agent_api.runtime")
 
@@ -121,6 +124,9 @@ class RuntimeConfig:
     # Where each agent process gets a temporary directory of its own (the CLI keeps background commands' output
     # there); None: the host's, shared by every session.
     tmp_root: Path | None = None
+    # The loopback relay the HTTP/SSE MCP servers of `AgentSpec.mcp_servers` point at: each agent process holds
+    # their relay tokens while it runs.
+    mcp_relay: McpRelay | None = None
 
     def new_tmp_dir(self, session_id: uuid.UUID) -> Path | None:
         """A fresh directory name for one agent process of the session (a closing predecessor removes its own).
@@ -161,6 +167,8 @@ class LiveAgent:
         self._ready = asyncio.Event()
         self._start_error: BaseException | None = None
         self._stderr: list[str] = []
+        if config.mcp_relay is not None:
+            config.mcp_relay.hold(spec.mcp_servers)
         self.task = asyncio.create_task(self._own_client(), name=f"agent-{spec.session_id}")
 
     # --- options -----------------------------------------------------------------------------------
@@ -172,7 +180,13 @@ class LiveAgent:
         if tmp is not None:
             # Not the host's shared /tmp/claude-<uid>: there one session's Bash could read another's output.
             tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-            env |= {"TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp)}
+            # A home of its own, empty: the server account's shell profile is not the agent's to source. Bash
+            # snapshots the profile when it starts, and everything the CLI started dies with it (its process
+            # namespace): a profile that takes a lock (a version manager's rehash) would be killed holding it,
+            # and every later shell on the host would wait for it.
+            home = tmp / "home"
+            home.mkdir(mode=0o700, exist_ok=True)
+            env |= {"TMPDIR": str(tmp), "CLAUDE_CODE_TMPDIR": str(tmp), "HOME": str(home)}
         return ClaudeAgentOptions(
             cli_path=self._confined_cli(tmp),
             cwd=str(spec.cwd),
@@ -320,6 +334,8 @@ class LiveAgent:
         try:
             await self._serve()
         finally:
+            if self.config.mcp_relay is not None:
+                await self.config.mcp_relay.release(self.spec.mcp_servers)
             if self.tmp is not None:  # also after a failed start
                 await asyncio.to_thread(shutil.rmtree, self.tmp, True)
 

@@ -6,10 +6,11 @@ Used for MCP server URLs, webhook URLs and every network target an agent names o
 Every address the host resolves to is checked, so a name with one public and one private address is refused.
 Numeric host forms such as ``http://2130706433/`` or ``http://0x7f.1/`` are resolved by the C library to the
 address they denote and so meet the same check. The server's own connections (webhook deliveries, MCP health
-checks) connect to the address `pinned_target` checked and never follow redirects, so DNS rebinding between the
-check and the connection cannot redirect them. Connections the agent CLI opens itself (WebFetch, its sandbox proxy,
-the MCP transports of a session) are checked by URL before the tool runs or the server is attached, and are not
-pinned: full egress control needs a network policy or egress proxy where the server is deployed (SECURITY.md).
+checks, and the MCP relay that stands between a session's agent and its HTTP/SSE MCP servers) connect to the
+address `pinned_target` checked and never follow redirects, so DNS rebinding between the check and the connection
+cannot redirect them. Connections the agent CLI opens itself (WebFetch, its sandbox proxy) are checked by URL
+before the tool runs, and are not pinned: full egress control needs a network policy or egress proxy where the
+server is deployed (SECURITY.md).
 """
 
 from __future__ import annotations

@@ -40,7 +40,21 @@ _EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
         f"Idle lines get a comment (`: ping`) every {sse.HEARTBEAT_S:g} seconds.",
         "content": {
             "text/event-stream": {
-                "schema": {"type": "string"},
+                # On OpenAPI 3.1 a text/event-stream schema describes one event of the stream.
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "event": {"type": "string", "description": "The frame's `type`"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "description": "The WebSocket frame, as JSON",
+                        },
+                        "id": {"type": "string", "description": "The event's seq (stored events only)"},
+                        "retry": {"type": "integer"},
+                    },
+                },
                 "example": 'event: connected\r\ndata: {"type":"connected","session_id":"...","ts":"...",'
                 '"data":{"status":"active","latest_seq":7,"pending_permission_requests":[]}}\r\n\r\n'
                 'id: 8\r\nevent: message_sent\r\ndata: {"type":"message_sent","session_id":"...","seq":8,'

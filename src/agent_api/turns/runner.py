@@ -82,7 +82,6 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
         session_spent = float(s.total_cost_usd or 0)
         prompt = turn.prompt
         recorder = TurnRecorder(state, session_id, turn_id, user_id, session=s)
-    spec.mcp_servers = await mcp_service.sdk_configs(state, attached_mcp)  # outside the transaction: may resolve DNS
     if state.dispatcher.take_interrupt(session_id):
         await recorder.finish(None, interrupted=True)
         return
@@ -91,6 +90,9 @@ async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, u
             if state.dispatcher.take_interrupt(session_id):  # came while it waited for a slot of the user's
                 await recorder.finish(None, interrupted=True)
                 return
+            # Outside the transaction (it may resolve DNS), once the turn has a slot: the MCP relay's addresses
+            # it hands out are fresh when the agent starts.
+            spec.mcp_servers = await mcp_service.sdk_configs(state, attached_mcp)
             await _apply_budget(state, spec, session_spent)
             if state.dispatcher.take_interrupt(session_id):  # came while a budget restart closed the old agent
                 await recorder.finish(None, interrupted=True)
