@@ -16,12 +16,13 @@ import socket
 from collections.abc import AsyncIterator
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from agent_api.runtime.embedded_server import EmbeddedServer
 
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
 # Not forwarded in either direction: per-connection framing, and the credentials this relay replaces.
@@ -40,7 +41,7 @@ class CredentialProxy:
         self._credential = {"x-api-key": api_key} if api_key else {"authorization": f"Bearer {auth_token}"}
         self.uses_auth_token = not api_key
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=30.0), follow_redirects=False)
-        self._server: uvicorn.Server | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -56,8 +57,7 @@ class CredentialProxy:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(self._app, lifespan="off", log_level="warning", access_log=False)
-        self._server = uvicorn.Server(config)
+        self._server = EmbeddedServer(self._app)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="model-key-relay")
         while not self._server.started:
             if self._task.done():

@@ -34,7 +34,6 @@ from urllib.parse import urljoin, urlsplit
 
 import anyio
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -42,6 +41,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from agent_api.runtime import ssrf
+from agent_api.runtime.embedded_server import EmbeddedServer
 from agent_api.runtime.pinned_http import PinnedTransport
 
 log = logging.getLogger("agent_api.runtime")
@@ -105,7 +105,7 @@ class _Route:
 class McpRelay:
     def __init__(self) -> None:
         self._routes: dict[str, _Route] = {}
-        self._server: uvicorn.Server | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -121,10 +121,7 @@ class McpRelay:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(
-            self._app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=5
-        )
-        self._server = uvicorn.Server(config)
+        self._server = EmbeddedServer(self._app, timeout_graceful_shutdown=5)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="mcp-relay")
         while not self._server.started:
             if self._task.done():
