@@ -12,7 +12,9 @@ from typing import Any
 
 MAX_JSON_DEPTH = 64
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A string, or an unterminated one running to the end: a match never fails after a long scan, so the scan stays
+# linear in the body's size whatever the body holds.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
 
 
@@ -36,8 +38,15 @@ class TooDeep(ValueError):
 
 
 def loads(data: bytes | str) -> Any:
-    """`json.loads`, raising `TooDeep` (a ValueError) for nesting past the limit instead of exhausting the stack."""
+    """`json.loads` of UTF-8 JSON, raising `TooDeep` (a ValueError) for nesting past the limit instead of exhausting
+    the stack. A raw NUL byte is refused: UTF-8 JSON never holds one, and UTF-16 or UTF-32 (which `json.loads`
+    would guess) would hide brackets from the depth scan."""
     raw = data.encode() if isinstance(data, str) else data
+    if b"\x00" in raw:
+        raise ValueError("JSON must be UTF-8 and may not contain NUL bytes")
     if nests_too_deep(raw):
         raise TooDeep()
-    return json.loads(raw)
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise TooDeep() from None

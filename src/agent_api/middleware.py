@@ -157,8 +157,9 @@ class InputHygieneMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        content_type = dict(scope["headers"]).get(b"content-type")
-        if content_type is not None and b"json" not in content_type:  # FastAPI reads an untyped body as JSON
+        # FastAPI reads an untyped body as JSON, and a content type in any case; with several, one may be JSON.
+        content_types = [value.lower() for name, value in scope["headers"] if name == b"content-type"]
+        if content_types and not any(b"json" in value for value in content_types):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -188,6 +189,8 @@ class InputHygieneMiddleware:
 
 def _problem(body: bytes) -> tuple[str, str] | None:
     """(error code, message) for a JSON body no route may see, else None."""
+    if b"\x00" in body:  # never in UTF-8 JSON; UTF-16 or UTF-32 would hide brackets and NULs from these checks
+        return "invalid_characters", "The body must be UTF-8 JSON without NUL bytes"
     if json_input.nests_too_deep(body):
         return "too_deeply_nested", str(json_input.TooDeep())
     if _JSON_NUL.search(body):

@@ -56,3 +56,28 @@ def test_links_and_odd_ids_are_never_followed(tmp_path: Path) -> None:
     assert not (own / "projects").exists()
     for odd in ("*", "../x", "a/b", ""):
         assert not (cli_state.prepare(tmp_path, session, odd, None) / "projects").exists()
+
+
+def test_links_the_agent_planted_in_its_own_directory_are_not_written_through(tmp_path: Path) -> None:
+    """The copy runs outside the agent's confinement, into a directory the agent can write."""
+    session, sdk_id = uuid.uuid4(), str(uuid.uuid4())
+    _transcript(tmp_path, "-work-s", sdk_id, "BEFORE")
+    victim = tmp_path / "agent-api.db"
+    victim.write_text("DATABASE")
+    own = cli_state.state_dir(tmp_path, session)
+    # The transcript itself swapped for a link to the database: replaced, the database untouched.
+    planted = own / "projects" / "-work-s" / f"{sdk_id}.jsonl"
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(victim)
+    cli_state.prepare(tmp_path, session, sdk_id, None)
+    assert victim.read_text() == "DATABASE"
+    assert not planted.is_symlink() and planted.read_text() == "BEFORE"
+    # The project directory swapped for a link to somewhere else: nothing is written there.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = uuid.uuid4()
+    own_other = cli_state.state_dir(tmp_path, other)
+    (own_other / "projects").mkdir(parents=True)
+    (own_other / "projects" / "-work-s").symlink_to(elsewhere)
+    cli_state.prepare(tmp_path, other, sdk_id, None)
+    assert list(elsewhere.iterdir()) == []

@@ -331,6 +331,34 @@ class TestSseEndpointRewrite:
         out = b"".join([c async for c in mcp_relay._sse(bytewise(), lambda data: f"/r/T{data}")])
         assert out.decode() == "event: endpoint\ndata: /r/T/m?s=é\n\nid: 1\ndata: x\ndata: y\n\n: c\n\ndata: tail"
 
+    async def test_a_line_that_never_ends_is_cut_off(self) -> None:
+        sent = 0
+
+        async def endless() -> AsyncIterator[bytes]:
+            nonlocal sent
+            while sent < 64 * 1024 * 1024:
+                sent += 65536
+                yield b"x" * 65536
+
+        out = b"".join([c async for c in mcp_relay._sse(endless(), lambda data: data)])
+        assert out.endswith(b'too large to relay"}\n\n') and len(out) < 1024
+        assert sent <= 2 * mcp_relay.MAX_SSE_LINE_CHARS  # it stopped reading soon after the limit
+
+    async def test_an_event_of_endless_lines_is_cut_off(self) -> None:
+        async def lines() -> AsyncIterator[bytes]:
+            for _ in range(10_000):
+                yield b"data: " + b"y" * 1000 + b"\n"
+
+        out = b"".join([c async for c in mcp_relay._sse(lines(), lambda data: data)])
+        assert out.endswith(b'too large to relay"}\n\n')
+
+    async def test_a_byte_order_mark_does_not_hide_an_endpoint(self) -> None:
+        async def stream() -> AsyncIterator[bytes]:
+            yield "\ufeffevent: endpoint\ndata: https://evil.example/m\n\n".encode()
+
+        out = b"".join([c async for c in mcp_relay._sse(stream(), lambda data: None)])
+        assert b"evil" not in out and b"event: error" in out
+
 
 async def _read(url: str, endpoint: str) -> str:
     async with httpx.AsyncClient(trust_env=False) as http:

@@ -88,7 +88,7 @@ async def test_a_user_over_their_cap_loses_their_own_idle_agent_not_anothers(
         for s in (b1, a1, a2):
             async with pool.user_slot(s):
                 await pool.run_turn(s, "hello", NullObserver())
-        assert pool.user_slot_free(alice, a3.session_id)  # at the cap, but an idle agent of hers can go
+        assert pool.user_slot_free(alice, a3.session_id)  # at the cap, but her agents are idle: one can go
         async with pool.user_slot(a3):
             await pool.run_turn(a3, "hello", NullObserver())
         assert [pool.is_live(s.session_id) for s in (a1, a2, a3, b1)] == [False, True, True, True]
@@ -120,6 +120,32 @@ async def test_a_turn_beyond_the_cap_waits_for_one_of_the_users_turns(model: Off
         await asyncio.gather(long, turn(second, "hello", "second"))
         assert order[3:] == ["first ends", "second starts", "second ends"]
         assert not pool.is_live(first.session_id)  # closed to make room for the second
+    finally:
+        await pool.close_all()
+
+
+async def test_waiting_turns_of_one_user_never_run_past_the_cap_together(model: OfflineModel, tmp_path: Path) -> None:
+    """When one of the user's turns ends, every waiting turn of the user is woken: only one may take the slot."""
+    pool = make_pool(model, tmp_path, max_live=10, idle_timeout_s=300, max_live_per_user=1)
+    alice = uuid.uuid4()
+    specs = [spec(tmp_path) for _ in range(4)]
+    for s in specs:
+        s.owner = alice
+    running, most = 0, 0
+
+    async def turn(s: AgentSpec, prompt: str) -> None:
+        nonlocal running, most
+        async with pool.user_slot(s):
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0)  # a turn's first await (resolving its MCP servers, say) comes before its agent
+            await pool.run_turn(s, prompt, NullObserver())
+            running -= 1
+
+    try:
+        await asyncio.gather(turn(specs[0], "sleep: 1"), *(turn(s, "hello") for s in specs[1:]))
+        assert most == 1
+        assert sum(pool.is_live(s.session_id) for s in specs) == 1
     finally:
         await pool.close_all()
 

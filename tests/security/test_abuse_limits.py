@@ -16,6 +16,7 @@ import httpx
 import pytest
 import websockets
 
+from agent_api import json_input
 from agent_api.agent_settings import MAX_MESSAGE_CHARS
 from agent_api.app import create_app
 from agent_api.sessions import service as sessions_service
@@ -122,6 +123,48 @@ class TestNesting:
             r = await client.post(path, content=content, headers={**owner.headers, **headers})
             assert_error_shape(r, 422, "too_deeply_nested")
         assert await session_count(client, owner) == before
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            [("content-type", "application/JSON")],  # FastAPI reads any case as JSON
+            [("content-type", "application/json"), ("content-type", "text/plain")],
+            [("content-type", "text/plain"), ("content-type", "application/json")],
+        ],
+        ids=["upper-case", "json-first", "json-second"],
+    )
+    async def test_content_type_tricks_do_not_skip_the_check(
+        self, app: object, owner: UserAccount, headers: list[tuple[str, str]]
+    ) -> None:
+        content = '{"name": "n", "metadata": {"a": ' + nested(5_000) + "}}"
+        async with make_client(app) as c:
+            r = await c.post(
+                "/api/v1/sessions",
+                content=content,
+                headers=httpx.Headers([("authorization", owner.headers["Authorization"]), *headers]),
+            )
+        assert r.status_code == 422, r.text
+
+    @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16", "utf-32"])
+    async def test_utf16_and_utf32_bodies_are_refused(
+        self, client: httpx.AsyncClient, owner: UserAccount, encoding: str
+    ) -> None:
+        """json.loads guesses UTF-16/32; their NUL bytes would hide brackets, NULs and NaN from the checks."""
+        content = ('{"name": "n", "metadata": {"a": ' + nested(5_000) + "}}").encode(encoding)
+        r = await client.post(
+            "/api/v1/sessions", content=content, headers={**owner.headers, "content-type": "application/json"}
+        )
+        assert_error_shape(r, 422, "invalid_characters")
+        files = {"file": ("c.json", ('{"mcpServers": {"a": ' + nested(5_000) + "}}").encode(encoding))}
+        r = await client.post("/api/v1/mcp-servers/import", files=files, headers=owner.headers)
+        assert_error_shape(r, 422)
+
+    def test_an_unterminated_string_is_scanned_in_one_pass(self) -> None:
+        """A regex that failed after scanning to the end from each quote took an hour for 1 MB: this body's scan
+        must still find the nesting before the string (the structure is what makes it linear; no timing here)."""
+        body = b"[" * 65 + b'"' + b'\\"' * 300_000
+        assert json_input.nests_too_deep(body)
+        assert not json_input.nests_too_deep(b'{"a": "' + b"[" * 100 + b'"}')
 
     async def test_a_deep_multipart_upload_is_422(self, client: httpx.AsyncClient, owner: UserAccount) -> None:
         document = '{"mcpServers": {"a": ' + nested(100_000) + "}}"

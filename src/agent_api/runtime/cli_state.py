@@ -53,11 +53,32 @@ def prepare(root: Path, session_id: uuid.UUID, resume: str | None, resume_from: 
             continue
         target = own / found.relative_to(source)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        shutil.copyfile(found, target, follow_symlinks=False)
+        # The state directory is the agent's to write: this runs outside its confinement, so nothing here may
+        # follow a link the agent planted. Files arrive under fresh names and are renamed over whatever is there.
+        if not _plain_dir_inside(target.parent, own):
+            break
+        fresh = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+        shutil.copyfile(found, fresh, follow_symlinks=False)
+        os.chmod(fresh, 0o600)
+        os.replace(fresh, target)
         # Large tool results and subagents' conversations live in a directory named after the conversation.
-        extra = found.with_suffix("")
-        if extra.is_dir() and not extra.is_symlink():
-            shutil.copytree(extra, target.with_suffix(""), symlinks=True, dirs_exist_ok=True)
-        os.chmod(target, 0o600)
+        extra, extra_target = found.with_suffix(""), target.with_suffix("")
+        if extra.is_dir() and not extra.is_symlink() and not os.path.lexists(extra_target):
+            staged = extra_target.with_name(f".{extra_target.name}.{uuid.uuid4().hex}")
+            shutil.copytree(extra, staged, symlinks=True)
+            os.rename(staged, extra_target)
         break
     return own
+
+
+def _plain_dir_inside(directory: Path, root: Path) -> bool:
+    """Whether `directory` is a real directory below `root` with no link on the way."""
+    real_root = os.path.realpath(root)
+    current = directory
+    while current != root:
+        if current.is_symlink() or not current.is_dir():
+            return False
+        if current.parent == current:
+            return False
+        current = current.parent
+    return os.path.realpath(directory).startswith(real_root + os.sep)

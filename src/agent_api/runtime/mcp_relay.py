@@ -246,19 +246,35 @@ def _endpoint_on_relay(data: str, base: str, origin: str, token: str) -> str | N
     return f"{PREFIX}{token}{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
 
 
+MAX_SSE_LINE_CHARS = 1024 * 1024
+MAX_SSE_EVENT_CHARS = 4 * 1024 * 1024
+_SSE_TOO_LARGE = b'event: error\ndata: {"error": "the MCP server sent a line or an event too large to relay"}\n\n'
+
+
 async def _sse(chunks: AsyncIterator[bytes], endpoint: Callable[[str], str | None]) -> AsyncIterator[bytes]:
     """Server-sent events passed on event by event, each `endpoint` event's data given to `endpoint` to rewrite;
     when it answers None the event is dropped and the stream ends with an `error` event."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    # utf-8-sig: a leading byte-order mark would otherwise hide the first field's name from the rewrite.
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
     pending = ""
     event: list[str] = []
+    event_chars = 0
     async for chunk in chunks:
         lines, pending = _lines(pending + decoder.decode(chunk))
+        if len(pending) > MAX_SSE_LINE_CHARS:
+            # The relay runs in the API process: a server that never ends a line must not hold its memory or time.
+            yield _SSE_TOO_LARGE
+            return
         out: list[str] = []
         for line in lines:
             if line:
                 event.append(line)
+                event_chars += len(line)
+                if event_chars > MAX_SSE_EVENT_CHARS:
+                    yield "".join(out).encode() + _SSE_TOO_LARGE
+                    return
                 continue
+            event_chars = 0
             block = _event_block(event, endpoint)
             event = []
             if block is None:

@@ -40,7 +40,7 @@ class AgentPool:
         self.max_live = max_live
         self.max_live_per_user = max_live_per_user  # 0: no cap per user
         # Sessions whose turn holds its owner's slot, from the wait for it to the turn's end: never evicted.
-        self._reserved: dict[uuid.UUID, uuid.UUID] = {}
+        self._reserved: dict[uuid.UUID, tuple[uuid.UUID, object]] = {}
         self._slot_freed = asyncio.Event()
         self.idle_timeout_s = idle_timeout_s
         self._agents: OrderedDict[uuid.UUID, LiveAgent] = OrderedDict()
@@ -85,6 +85,12 @@ class AgentPool:
         """For a session about to be created with `spec`: the id of a spare agent started with the same options,
         which the session must take as its own id; None when no spare fits. Another is started in its place."""
         wanted = start_options(spec, with_cwd=False)
+        if (
+            self.max_live_per_user
+            and spec.owner is not None
+            and len(self._held_by(spec.owner)) >= self.max_live_per_user
+        ):
+            return None  # the owner holds as many agents as allowed: this session's starts with its first turn
         for agent in self._spares:
             if agent.alive and start_options(agent.spec, with_cwd=False) == wanted:
                 self._spares.remove(agent)
@@ -138,19 +144,23 @@ class AgentPool:
 
     def _held_by(self, owner: uuid.UUID) -> set[uuid.UUID]:
         live = {sid for sid, a in self._agents.items() if a.alive and a.spec.owner == owner}
-        return live | {sid for sid, o in self._reserved.items() if o == owner}
+        return live | {sid for sid, (o, _) in self._reserved.items() if o == owner}
+
+    def _in_use_by(self, owner: uuid.UUID) -> set[uuid.UUID]:
+        """The owner's sessions whose agent runs a turn or is held for one (idle agents can always be closed)."""
+        busy = {sid for sid, a in self._agents.items() if a.alive and a.busy and a.spec.owner == owner}
+        return busy | {sid for sid, (o, _) in self._reserved.items() if o == owner}
 
     def _idle(self, session_id: uuid.UUID) -> bool:
         agent = self._agents.get(session_id)
         return agent is not None and not agent.busy and session_id not in self._reserved
 
     def user_slot_free(self, owner: uuid.UUID | None, session_id: uuid.UUID) -> bool:
-        """Whether the session may have a live agent now within its owner's cap: it has one already, the owner
-        holds fewer than the cap, or one of the owner's agents is idle and can be closed for it."""
-        if not self.max_live_per_user or owner is None or self.is_live(session_id) or session_id in self._reserved:
+        """Whether a turn of the session may start now within its owner's cap: fewer of the owner's other sessions
+        than the cap run a turn or hold a slot for one (the owner's idle agents are closed to make room)."""
+        if not self.max_live_per_user or owner is None:
             return True
-        held = self._held_by(owner)
-        return len(held) < self.max_live_per_user or any(self._idle(sid) for sid in held)
+        return len(self._in_use_by(owner) - {session_id}) < self.max_live_per_user
 
     @contextlib.asynccontextmanager
     async def user_slot(self, spec: AgentSpec) -> AsyncIterator[None]:
@@ -159,12 +169,16 @@ class AgentPool:
             # Woken when a turn ends or an agent closes; the timeout also covers an agent whose process died.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+        # Taken and made room for with no await in between, so concurrent waiters of one owner cannot all pass.
+        token = object()
         if spec.owner is not None:
-            self._reserved[spec.session_id] = spec.owner
+            self._reserved[spec.session_id] = (spec.owner, token)
+            self._evict_for_owner(spec)
         try:
             yield
         finally:
-            self._reserved.pop(spec.session_id, None)
+            if self._reserved.get(spec.session_id, (None, None))[1] is token:
+                del self._reserved[spec.session_id]
             self._notify_slot_freed()
 
     def _notify_slot_freed(self) -> None:
@@ -233,12 +247,18 @@ class AgentPool:
         self._notify_slot_freed()
 
     async def close_idle(self) -> int:
-        now = time.monotonic()
-        idle = [sid for sid, a in self._agents.items() if not a.busy and now - a.last_used >= self.idle_timeout_s]
-        for sid in idle:
-            await self.close(sid)
+        def still_idle(sid: uuid.UUID) -> bool:
+            agent = self._agents.get(sid)
+            stale = agent is not None and time.monotonic() - agent.last_used >= self.idle_timeout_s
+            return stale and self._idle(sid)
+
+        closed = 0
+        for sid in [sid for sid in self._agents if still_idle(sid)]:
+            if still_idle(sid):  # each close takes a while: a turn may have taken the agent meanwhile
+                await self.close(sid)
+                closed += 1
         self.start_spares()  # replaces a spare that died, and one given up for room once there is room again
-        return len(idle)
+        return closed
 
     async def _reap_forever(self) -> None:
         while True:
