@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from agent_api.schema_text import NOT_BLANK
+
 PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
 OnPermissionTimeout = Literal["deny", "allow"]
 MAX_PERMISSION_TIMEOUT_S = 86_400
@@ -27,7 +29,7 @@ SessionStatus = Literal[
 MAX_MESSAGE_CHARS = 50_000
 MAX_METADATA_BYTES = 16_384
 MAX_TOOL_RULES = 100
-ToolRule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ToolRule = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NOT_BLANK)]
 # A model name reaches the agent CLI's command line: never a leading dash, never whitespace or shell syntax.
 ModelName = Annotated[
     str,
@@ -60,7 +62,9 @@ class SessionSettings(BaseModel):
     system_prompt: Annotated[str, StringConstraints(max_length=100_000)] | None = None
     allowed_tools: list[ToolRule] = Field(default_factory=list, max_length=MAX_TOOL_RULES)
     disallowed_tools: list[ToolRule] = Field(default_factory=list, max_length=MAX_TOOL_RULES)
-    blocked_commands: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = Field(
+    blocked_commands: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=500), Field(json_schema_extra={"format": "regex"})]
+    ] = Field(
         default_factory=list, max_length=100, description="Regular expressions; a Bash command matching one is blocked"
     )
     permission_mode: PermissionMode = "default"

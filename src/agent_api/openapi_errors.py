@@ -41,7 +41,8 @@ _DESCRIPTIONS = {
     404: "Not found, or owned by another user",
     409: "Conflicts with the resource's current state",
     413: "Request body, or the thing to copy or send, too large",
-    422: "Invalid request",
+    422: "Invalid request. Whatever the schema says, no text in a JSON body may hold a NUL (\\u0000) character, and"
+    " no number may be NaN or Infinity (`invalid_characters`)",
     429: "Too many requests; see `Retry-After`",
     503: "Unavailable (shutting down, or a health check failed)",
 }
@@ -69,8 +70,7 @@ _DOMAIN_ERRORS: dict[tuple[str, str], set[int]] = {
     ("post", "/tasks/{task_id}/execute"): {402, 409, 429, 503},
     ("post", "/tasks/executions/{execution_id}/cancel"): {409},
     ("get", "/reports/{report_id}/download"): {400},
-    # Its body is read by a dependency, so FastAPI does not know it has one.
-    ("post", "/mcp-servers"): {400, 403, 409, 413, 422},
+    ("post", "/mcp-servers"): {400, 403, 409},
     ("post", "/mcp-servers/import"): {403},
     ("patch", "/mcp-servers/{server_id}"): {403, 409},
     ("delete", "/mcp-servers/{server_id}"): {403, 409},
@@ -132,8 +132,11 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
             responses = operation["responses"]
             for status in sorted(statuses_for(method, path, operation)):
                 existing = responses.get(str(status), {})
+                description = existing.get("description")
+                if not description or description == "Validation Error":  # FastAPI's, which says nothing
+                    description = _DESCRIPTIONS[status]
                 responses[str(status)] = {
-                    "description": existing.get("description") or _DESCRIPTIONS[status],
+                    "description": description,
                     "content": {"application/json": {"schema": ref}},
                 }
     return schema

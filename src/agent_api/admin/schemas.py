@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from agent_api.auth.schemas import Email, Password, Username
 from agent_api.pagination import Page
@@ -25,8 +26,9 @@ class AdminUserCreate(BaseModel):
 class AdminUserUpdate(BaseModel):
     """Only the fields sent change; `monthly_budget_usd: null` clears the user's own budget (the default applies)."""
 
-    is_admin: bool | None = None
-    is_active: bool | None = None
+    # Absent: unchanged; null is refused (422), so the document does not offer it.
+    is_admin: bool | SkipJsonSchema[None] = None
+    is_active: bool | SkipJsonSchema[None] = None
     monthly_budget_usd: Budget | None = None
 
 

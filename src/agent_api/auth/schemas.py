@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from agent_api.schema_text import NOT_BLANK
+
 Username = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
@@ -59,7 +61,7 @@ class UserRead(BaseModel):
 
 
 class ApiKeyCreate(BaseModel):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NOT_BLANK)]
     expires_at: datetime | None = Field(default=None, description="When the key stops working (ISO 8601); none = never")
 
 
@@ -79,11 +81,21 @@ class ApiKeyCreated(ApiKeyRead):
     key: str = Field(description="The secret. Shown only in this response; store it now.")
 
 
+_UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+# tickets.DOWNLOAD_ROUTES, with an optional query and no fragment. Documentation only: the service checks the
+# parsed URL itself (422 `not_a_download_route`), and also refuses a query that already holds `ticket`.
+DOWNLOAD_PATH = (
+    rf"^/api/v1/(?:sessions/{_UUID}/(?:workdir/download|files/content)|reports/{_UUID}/(?:download|view))"
+    r"(?:\?[^#]*)?$"
+)
+
+
 class DownloadTicketCreate(BaseModel):
     path: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
         description="The download URL to open, from `/api/v1` on, with its query: "
-        "`/api/v1/sessions/{id}/workdir/download`, `/api/v1/sessions/{id}/files/content?path=...` or "
-        "`/api/v1/reports/{id}/download?format=...`"
+        "`/api/v1/sessions/{id}/workdir/download`, `/api/v1/sessions/{id}/files/content?path=...`, "
+        "`/api/v1/reports/{id}/download?format=...` or `/api/v1/reports/{id}/view`",
+        json_schema_extra={"pattern": DOWNLOAD_PATH},
     )
 
 

@@ -45,9 +45,25 @@ async def list_templates(user: CurrentUser, params: Pagination) -> Page[Template
     openapi_extra={
         "requestBody": {
             "content": {
-                "application/json": {"schema": {"type": "object", "properties": {"mcpServers": {"type": "object"}}}},
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"mcpServers": {"type": "object", "maxProperties": desktop.MAX_IMPORT_ENTRIES}},
+                        "required": ["mcpServers"],
+                    }
+                },
                 "multipart/form-data": {
-                    "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": 'The config as a JSON file: {"mcpServers": {...}}',
+                            }
+                        },
+                        "required": ["file"],
+                    }
                 },
             }
         }
@@ -90,7 +106,23 @@ async def list_servers(
     return await paged(db, stmt, params, McpServerRead)
 
 
-@router.post("", response_model=McpServerRead, status_code=status.HTTP_201_CREATED)
+# The body is read by a dependency (`CreateBody`: a server, or a template to fill), so FastAPI cannot describe it.
+_CREATE_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"anyOf": [McpServerCreate.model_json_schema(), FromTemplate.model_json_schema()]}
+        }
+    },
+}
+
+
+@router.post(
+    "",
+    response_model=McpServerRead,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": _CREATE_BODY},
+)
 async def create_server(user: CurrentUser, body: CreateBody, db: DB, state: State) -> McpServerRead:
     """Register an MCP server (201), or fill a catalogue template with `{"template", "values", "env"}`.
     403 for a stdio server the policy refuses or a global one by a non-admin; 409 `mcp_server_name_taken`; 422

@@ -57,7 +57,14 @@ async def get_report(report: OwnedReport) -> ReportDetailRead:
 
 @router.get("/reports/{report_id}/download", response_class=Response)
 async def download_report(
-    report: DownloadableReport, db: DB, state: State, fmt: Annotated[str, Query(alias="format")] = "html"
+    report: DownloadableReport,
+    db: DB,
+    state: State,
+    fmt: Annotated[
+        str,
+        # A str, so another format is the 400 `invalid_format` DESIGN.md fixes (an enum would make it a 422).
+        Query(alias="format", json_schema_extra={"enum": list(service.FORMATS)}),
+    ] = "html",
 ) -> Response:
     """The report as the attachment `report-<id>.<format>`: `?format=html` (default), `pdf` or `json`.
     400 `invalid_format` for another format; 404 for another user's report. A PDF is rendered on the first download

@@ -10,10 +10,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from agent_api.agent_settings import SessionSettings, SessionSettingsRead
+from agent_api.schema_text import NOT_BLANK
 
 Category = Literal["development", "security", "production", "debugging", "performance", "custom"]
 Scope = Literal["my", "public", "accessible"]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50, pattern=NOT_BLANK)]
 MAX_SEED_FILE_CHARS = 100_000
 MAX_SEED_TOTAL_CHARS = 500_000
 
@@ -36,7 +37,7 @@ class SeedFile(BaseModel):
 class TemplateFields(SessionSettings):
     """Everything a template holds; `PUT` replaces all of it."""
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NOT_BLANK)]
     description: Annotated[str, StringConstraints(max_length=5_000)] | None = None
     category: Category = "custom"
     tags: list[Tag] = Field(default_factory=list, max_length=20)

@@ -8,6 +8,8 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, WebSocket, status
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 from sse_starlette import EventSourceResponse
 
 from agent_api.auth import service as auth_service
@@ -89,11 +91,11 @@ async def session_events(
         int | None, Query(ge=0, le=MAX_SEQ, description="Replay the stored events after this seq first")
     ] = None,
     last_event_id: Annotated[
-        int | None,
+        # A header is absent or an integer, never the text "null": the document does not offer null (the bounds sit
+        # on the integer branch, or they would reach the document as "ge"/"le").
+        Annotated[int, Field(ge=0, le=MAX_SEQ)] | SkipJsonSchema[None],
         Header(
             alias="Last-Event-ID",
-            ge=0,
-            le=MAX_SEQ,
             description="The `id` of the last record received; EventSource sends it when it reconnects. "
             "Wins over `after_seq`.",
         ),

@@ -5,18 +5,25 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from agent_api.agent_settings import MAX_MESSAGE_CHARS, SessionSettings, SessionSettingsRead
+from agent_api.schema_text import NOT_BLANK
 
 ReportFormat = Literal["html", "pdf", "json"]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50, pattern=NOT_BLANK)]
 VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
 VariableValue = Annotated[str, StringConstraints(max_length=10_000)] | int | float | bool
-Variables = Annotated[dict[VariableName, VariableValue], Field(max_length=50)]
+# Keys must match VariableName: `additionalProperties: false` says so (pydantic writes the key pattern as
+# `patternProperties`, which alone lets any other key through).
+Variables = Annotated[
+    dict[VariableName, VariableValue], Field(max_length=50, json_schema_extra={"additionalProperties": False})
+]
+TaskName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NOT_BLANK)]
 PromptTemplate = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_CHARS)]
 
 
@@ -46,9 +53,19 @@ def check_timezone(name: str) -> str:
     return name
 
 
+# Five fields of cron characters; which values each field takes (minute 0-59, ...) croniter judges.
+CRON_PATTERN = r"^\s*[-0-9A-Za-z*,/?#]+(?:\s+[-0-9A-Za-z*,/?#]+){4}\s*$"
+# The IANA names this host's time zone database knows (ZoneInfo accepts those).
+TIME_ZONES = sorted(available_timezones())
+
+
 class _Schedule(BaseModel):
-    schedule_cron: Annotated[str, StringConstraints(max_length=120)] | None = None
-    schedule_timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+    schedule_cron: (
+        Annotated[str, StringConstraints(max_length=120), Field(json_schema_extra={"pattern": CRON_PATTERN})] | None
+    ) = Field(default=None, description="Five fields: minute hour day-of-month month day-of-week")
+    schedule_timezone: (
+        Annotated[str, StringConstraints(max_length=64), Field(json_schema_extra={"enum": TIME_ZONES})] | None
+    ) = Field(default=None, description="An IANA time zone name")
     schedule_enabled: bool | None = None
     is_scheduled: bool | None = Field(
         default=None, description="Accepted for earlier clients: same as schedule_enabled"
@@ -72,7 +89,7 @@ class _Schedule(BaseModel):
 
 
 class TaskCreate(SessionSettings, _Schedule):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: TaskName
     description: Annotated[str, StringConstraints(max_length=5_000)] | None = None
     prompt_template: PromptTemplate
     variables: Variables = Field(default_factory=dict, description="Defaults for the prompt's {{variables}}")
@@ -87,15 +104,18 @@ class TaskCreate(SessionSettings, _Schedule):
 class TaskUpdate(SessionSettings, _Schedule):
     """PATCH: only the fields sent change (the session settings' defaults above apply only when sent)."""
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    # `SkipJsonSchema[None]`: may be left out, but null is refused (422 `null_field`, service._NOT_NULL), so the
+    # document does not offer it.
+    name: TaskName | SkipJsonSchema[None] = None
     description: Annotated[str, StringConstraints(max_length=5_000)] | None = None
-    prompt_template: PromptTemplate | None = None
-    variables: Variables | None = None
+    prompt_template: PromptTemplate | SkipJsonSchema[None] = None
+    variables: Variables | SkipJsonSchema[None] = None
     template_id: uuid.UUID | None = None
-    timeout_seconds: int | None = Field(default=None, ge=5, le=86_400)
-    generate_report: bool | None = None
-    report_format: ReportFormat | None = None
-    tags: list[Tag] | None = Field(default=None, max_length=20)
+    # The constraints sit inside the union's branch: on the union they would reach the document as "ge"/"maxLength".
+    timeout_seconds: Annotated[int, Field(ge=5, le=86_400)] | SkipJsonSchema[None] = None
+    generate_report: bool | SkipJsonSchema[None] = None
+    report_format: ReportFormat | SkipJsonSchema[None] = None
+    tags: Annotated[list[Tag], Field(max_length=20)] | SkipJsonSchema[None] = None
     metadata: dict[str, Any] | None = None
 
 

@@ -19,8 +19,18 @@ def _plain_url(value: str) -> str:
     return value
 
 
+# What the URL checks (`_plain_url`, then ssrf.check_url) let through, for the document only: the checks keep their
+# own errors (422 `url_not_allowed`). Whether the host resolves to a public address (or is allowlisted) is
+# decided when the URL is checked, and no pattern can say it.
+URL_PATTERN = (
+    r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+    r"(?:[/?#][^\x00-\x20\x7f\\]*)?$"
+)
 Url = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2_048), AfterValidator(_plain_url)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2_048),
+    AfterValidator(_plain_url),
+    Field(json_schema_extra={"pattern": URL_PATTERN}),
 ]
 Description = Annotated[str, StringConstraints(max_length=1_000)]
 
