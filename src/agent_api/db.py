@@ -149,11 +149,11 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         if conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE") == "DEFERRED":
             conn.exec_driver_sql("BEGIN DEFERRED")
             return
-        conn.info[_WRITER_TURN] = writers.wait_turn()
+        conn.info[_WRITER_TURN] = (asyncio.get_running_loop(), writers.wait_turn())
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
-            conn.info.pop(_WRITER_TURN).release()
+            _end_turn(conn.info)
             raise
 
     @event.listens_for(sync_engine, "commit")
@@ -171,11 +171,25 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     def _on_invalidate(_dbapi_conn: Any, record: Any, _exc: Any) -> None:
         _end_turn(record.info)
 
+    # A connection garbage-collected while checked out is detached from the pool, with neither event above.
+    @event.listens_for(sync_engine, "detach")
+    def _on_detach(_dbapi_conn: Any, record: Any) -> None:
+        _end_turn(record.info)
+
 
 def _end_turn(info: dict[Any, Any]) -> None:
     turn = info.pop(_WRITER_TURN, None)
-    if turn is not None:
-        turn.release()
+    if turn is None:
+        return
+    loop, lock = turn
+    try:
+        on_loop = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        on_loop = False
+    if on_loop:
+        lock.release()
+    elif not loop.is_closed():  # garbage collection may run this on another thread
+        loop.call_soon_threadsafe(lock.release)
 
 
 _WRITER_TURN = "agent_api_writer_turn"

@@ -264,9 +264,20 @@ class TestPdfStoredOnceAndBounded:
         for name, value in limit.items():
             monkeypatch.setattr(app_state(app).settings, name, value)
         rid = (await reports.create(await factory.session(owner), title="too big"))["id"]
+        renders: list[str] = []
+        real = render.to_pdf_bounded
+
+        async def counted(html: str, **limits: Any) -> bytes:
+            renders.append(html)
+            return await real(html, **limits)
+
+        monkeypatch.setattr(render, "to_pdf_bounded", counted)
         r = await reports.download(rid, "pdf")
         assert_error_shape(r, 413, "report_too_large")
         assert not service.pdf_path(app_state(app), uuid.UUID(rid)).exists()
+        again = await reports.download(rid, "pdf")  # under the same limits it fails at once, with no second render
+        assert_error_shape(again, 413, "report_too_large")
+        assert len(renders) == 1
         monkeypatch.undo()
         assert (await reports.download(rid, "pdf")).content.startswith(b"%PDF")  # the limits, not the report
 

@@ -185,6 +185,13 @@ async def _stored_pdf(state: AppState, download: Download) -> bytes:
         with contextlib.suppress(FileNotFoundError):
             return await asyncio.to_thread(path.read_bytes)
         settings = state.settings
+        limits = f"{settings.report_render_timeout_s:g}s {settings.report_render_memory_mb}MiB"
+        failed = path.with_name(f"{path.name}.failed")
+        # A report that did not fit the limits fails again at once while they stay the same: each retry would
+        # otherwise spend the whole timeout of CPU in one of the few render slots other users' downloads share.
+        with contextlib.suppress(FileNotFoundError):
+            if await asyncio.to_thread(failed.read_text) == limits:
+                raise _too_large(f"it did not render within {limits} before")
         try:
             pdf = await render.to_pdf_bounded(
                 render.to_html(download.data),
@@ -192,13 +199,17 @@ async def _stored_pdf(state: AppState, download: Download) -> bytes:
                 memory_bytes=settings.report_render_memory_mb * 1024 * 1024,
             )
         except render.RenderFailed as exc:
-            raise PayloadTooLarge(
-                f"This report could not be rendered as PDF within the server's limits ({exc}); "
-                "download it as html or json",
-                code="report_too_large",
-            ) from exc
+            await asyncio.to_thread(_write_atomically, failed, limits.encode())
+            raise _too_large(str(exc)) from exc
         await asyncio.to_thread(_write_atomically, path, pdf)
         return pdf
+
+
+def _too_large(reason: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"This report could not be rendered as PDF within the server's limits ({reason}); download it as html or json",
+        code="report_too_large",
+    )
 
 
 def _write_atomically(path: Path, content: bytes) -> None:
