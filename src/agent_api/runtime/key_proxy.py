@@ -8,11 +8,8 @@ Bash has no network to reach it).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import secrets
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -41,35 +38,18 @@ class CredentialProxy:
         self._credential = {"x-api-key": api_key} if api_key else {"authorization": f"Bearer {auth_token}"}
         self.uses_auth_token = not api_key
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=30.0), follow_redirects=False)
-        self._server: EmbeddedServer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._socket: socket.socket | None = None
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-        self._app = Starlette(routes=[Route("/{path:path}", self._relay, methods=methods)])
+        self._server = EmbeddedServer(Starlette(routes=[Route("/{path:path}", self._relay, methods=methods)]))
 
     @property
     def base_url(self) -> str:
-        assert self._socket is not None, "start() first"
-        host, port = self._socket.getsockname()[:2]
-        return f"http://{host}:{port}"
+        return self._server.base_url
 
     async def start(self) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self._server = EmbeddedServer(self._app)
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="model-key-relay")
-        while not self._server.started:
-            if self._task.done():
-                await self._task  # surfaces the start-up error
-            await asyncio.sleep(0.01)
+        await self._server.start("model-key-relay")
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self._task, 10)
+        await self._server.stop()
         await self._client.aclose()
 
     def _authorized(self, request: Request) -> bool:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import logging
 import re
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -105,37 +103,22 @@ class _Route:
 class McpRelay:
     def __init__(self) -> None:
         self._routes: dict[str, _Route] = {}
-        self._server: EmbeddedServer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._socket: socket.socket | None = None
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-        self._app = Starlette(routes=[Route("/{path:path}", self._relay, methods=methods)])
+        app = Starlette(routes=[Route("/{path:path}", self._relay, methods=methods)])
+        self._server = EmbeddedServer(app, timeout_graceful_shutdown=5)
 
     @property
     def base_url(self) -> str:
-        assert self._socket is not None, "start() first"
-        host, port = self._socket.getsockname()[:2]
-        return f"http://{host}:{port}"
+        return self._server.base_url
 
     async def start(self) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self._server = EmbeddedServer(self._app, timeout_graceful_shutdown=5)
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="mcp-relay")
-        while not self._server.started:
-            if self._task.done():
-                await self._task  # surfaces the start-up error
-            await asyncio.sleep(0.01)
+        await self._server.start("mcp-relay")
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        self._server.should_exit = True
         routes, self._routes = list(self._routes.values()), {}
         await asyncio.gather(*(r.aclose() for r in routes), return_exceptions=True)  # ends open streams
-        if self._task is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self._task, 10)
+        await self._server.stop()
 
     # --- tokens ------------------------------------------------------------------------------------
 
@@ -156,7 +139,7 @@ class McpRelay:
         return f"{self.base_url}{PREFIX}{token}{parts.path or '/'}{query}"
 
     def _tokens(self, configs: Mapping[str, Any]) -> list[str]:
-        start = f"{self.base_url}{PREFIX}" if self._socket is not None else None
+        start = f"{self.base_url}{PREFIX}" if self._server.running else None
         found = []
         for config in configs.values():
             url = config.get("url") if isinstance(config, Mapping) else None
