@@ -289,13 +289,14 @@ class TestActions:
         expect(status).to_have_text("active")
 
         page.get_by_role("button", name="Pause").click()
-        expect(status).to_have_text("paused")
+        # pausing stops the agent process and resuming may start one: seconds on a loaded machine
+        expect(status).to_have_text("paused", timeout=TURN_S)
         send_box = page.get_by_label("Message", exact=True)
         send_box.fill("hello")
         send_box.press("Enter")
         expect(page.locator(".prompt [role=alert]")).to_contain_text("paused")
         page.get_by_role("button", name="Resume").click()
-        expect(status).to_have_text("active")
+        expect(status).to_have_text("active", timeout=TURN_S)
         expect(page.locator(".prompt [role=alert]")).to_have_count(0)
 
         page.get_by_role("button", name="Fork").click()
