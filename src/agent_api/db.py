@@ -1,6 +1,6 @@
 """Engine and session factory. SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for writes, which queue in
 the process first come first served (`_WriterQueue`); reads get a lazy session with no write transaction (see
-`Database.read_session`)."""
+`Database.begin_session`) whose statements run on the event loop's thread (see `_OneHopCursor.execute`)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,31 @@ class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         finally:
             cursor.close()
 
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        adapted = self._adapt_connection
+        if not (_reads_inline(adapted) and _is_read(operation)):
+            _stop_inline(adapted)
+        elif self._run_inline(operation, parameters):
+            return None
+        # else a read over its budget: it starts again on aiosqlite's thread (a read can be run twice)
+        return super().execute(operation, parameters)
+
+    def _run_inline(self, operation: Any, parameters: Any) -> bool:
+        """Run a read on the calling thread, unless it outgrows `INLINE_READ_STEPS` (then False, nothing done)."""
+        conn = self._connection._conn
+        conn.set_progress_handler(_interrupt, INLINE_READ_STEPS)
+        try:
+            self._run(operation, parameters, False)
+        except sqlite3.OperationalError as error:
+            if str(error) == "interrupted":
+                return False
+            self._adapt_connection._handle_exception(error)
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        finally:
+            conn.set_progress_handler(None, 0)
+        return True
+
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
         async with self._adapt_connection._execute_mutex:
             await self._connection._execute(self._run, operation, parameters, False)
@@ -118,6 +143,50 @@ class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = _OneHopCursor
+
+    def commit(self) -> None:
+        if _reads_inline(self):
+            self._connection._conn.commit()
+        else:
+            super().commit()
+
+    def rollback(self) -> None:
+        if _reads_inline(self):
+            self._connection._conn.rollback()
+        else:
+            super().rollback()
+
+
+# A read transaction (BEGIN DEFERRED, then SELECTs) runs on the event loop's thread instead of aiosqlite's: in WAL
+# mode a reader never waits for a lock, and an indexed read takes microseconds, less than the thread switches (and
+# the GIL hand-overs under load) each statement costs otherwise. A read that goes on past INLINE_READ_STEPS of
+# SQLite's virtual machine (about a millisecond: a search scanning many rows, say) is stopped and run again on
+# aiosqlite's thread, so no read holds up the event loop for long. Anything else, or anything after a write in the
+# same transaction, goes to aiosqlite's thread as before, where a wait for the write lock blocks only that thread.
+_INLINE = "agent_api_inline"
+_READ_PREFIXES = ("SELECT", "BEGIN DEFERRED")
+INLINE_READ_STEPS = 20_000
+
+
+def _interrupt() -> int:
+    return 1  # called once a read has run INLINE_READ_STEPS steps: stop it
+
+
+def _is_read(operation: str) -> bool:
+    return operation.lstrip()[:14].upper().startswith(_READ_PREFIXES)
+
+
+def _reads_inline(adapted: Any) -> bool:
+    return getattr(adapted._connection, _INLINE, False) and not adapted._execute_mutex.locked()
+
+
+def _stop_inline(adapted: Any) -> None:
+    if getattr(adapted._connection, _INLINE, False):
+        _set_inline(adapted, False)
+
+
+def _set_inline(adapted: Any, inline: bool) -> None:
+    setattr(adapted._connection, _INLINE, inline)  # on aiosqlite's connection: the adapter has fixed slots
 
 
 def _json_text(value: Any) -> str:
@@ -147,8 +216,10 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE") == "DEFERRED":
+            _set_inline(conn.connection.dbapi_connection, True)
             conn.exec_driver_sql("BEGIN DEFERRED")
             return
+        _set_inline(conn.connection.dbapi_connection, False)
         conn.info[_WRITER_TURN] = (asyncio.get_running_loop(), writers.wait_turn())
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
