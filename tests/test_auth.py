@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import jwt
@@ -196,6 +198,54 @@ class TestJwtHardening:
         hs512 = _forge(_claims(sub, fam), alg="HS512")
         for token in (other_key, alg_none, tampered, hs512):
             assert_error_shape(await client.get(ME, headers=bearer(token)), 401, "invalid_token")
+
+
+class TestVerifiedTokenCache:
+    """A token's signature is checked once per process; what may change its answer is checked every time."""
+
+    def test_a_verified_token_still_expires(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        codec = security.JwtCodec(TEST_SECRET, "agent-api", "agent-api")
+        token, claims = codec.encode("access", uuid.uuid4(), uuid.uuid4(), ttl_s=60)
+        decoded = codec.decode(token, "access")
+        assert (decoded.user_id, decoded.jti) == (claims.user_id, claims.jti)
+        assert codec.decode(token, "access") is decoded  # from the cache
+        later = decoded.expires_at + timedelta(seconds=1)
+        monkeypatch.setattr(security, "datetime", _clock_at(later))
+        with pytest.raises(security.InvalidToken):
+            codec.decode(token, "access")
+
+    def test_the_expected_type_is_part_of_what_was_verified(self) -> None:
+        codec = security.JwtCodec(TEST_SECRET, "agent-api", "agent-api")
+        token, _ = codec.encode("access", uuid.uuid4(), uuid.uuid4(), ttl_s=60)
+        codec.decode(token, "access")
+        with pytest.raises(security.InvalidToken):
+            codec.decode(token, "refresh")
+
+    def test_a_token_under_another_key_is_not_taken_from_the_cache(self) -> None:
+        token, _ = security.JwtCodec(TEST_SECRET, "agent-api", "agent-api").encode(
+            "access", uuid.uuid4(), uuid.uuid4(), ttl_s=60
+        )
+        security.JwtCodec(TEST_SECRET, "agent-api", "agent-api").decode(token, "access")
+        with pytest.raises(security.InvalidToken):
+            security.JwtCodec("another-secret-" + "y" * 40, "agent-api", "agent-api").decode(token, "access")
+
+    def test_the_cache_is_bounded(self) -> None:
+        codec = security.JwtCodec(TEST_SECRET, "agent-api", "agent-api")
+        for _ in range(security.VERIFIED_TOKENS_KEPT + 10):
+            token, _ = codec.encode("access", uuid.uuid4(), uuid.uuid4(), ttl_s=60)
+            codec.decode(token, "access")
+        assert len(codec._verified) <= security.VERIFIED_TOKENS_KEPT
+
+
+def _clock_at(moment: datetime) -> type[datetime]:
+    """A `datetime` whose `now` is `moment`: the codec's only clock."""
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return moment
+
+    return Clock
 
 
 class TestLogout:

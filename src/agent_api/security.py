@@ -6,7 +6,7 @@ import base64
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,11 +59,18 @@ class TokenClaims:
     expires_at: datetime
 
 
+# Tokens whose signature and claims were checked, with what they said: a client sends the same access token on
+# every request until it expires, and checking it again costs more than the rest of a small read. Only the expiry
+# can change its answer; what the login's rows say is checked each time elsewhere (`auth_cache.py`).
+VERIFIED_TOKENS_KEPT = 1024
+
+
 @dataclass(frozen=True)
 class JwtCodec:
     secret: str
     issuer: str
     audience: str
+    _verified: dict[tuple[str, str], TokenClaims] = field(default_factory=dict, compare=False, repr=False)
 
     def encode(
         self, typ: TokenType, user_id: uuid.UUID, family_id: uuid.UUID, ttl_s: int, jti: str | None = None
@@ -83,6 +90,17 @@ class JwtCodec:
         return jwt.encode(payload, self.secret, algorithm=ALGORITHM), claims
 
     def decode(self, token: str, expected: TokenType) -> TokenClaims:
+        claims = self._verified.get((token, expected))
+        if claims is None:
+            claims = self._verify(token, expected)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[(token, expected)] = claims
+        if claims.expires_at <= datetime.now(UTC):
+            raise InvalidToken("Signature has expired")
+        return claims
+
+    def _verify(self, token: str, expected: TokenType) -> TokenClaims:
         try:
             payload = jwt.decode(
                 token,
