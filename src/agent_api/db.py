@@ -160,12 +160,12 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
 # A read transaction (BEGIN DEFERRED, then SELECTs) runs on the event loop's thread instead of aiosqlite's: in WAL
 # mode a reader never waits for a lock, and an indexed read takes microseconds, less than the thread switches (and
 # the GIL hand-overs under load) each statement costs otherwise. A read that goes on past INLINE_READ_STEPS of
-# SQLite's virtual machine (about a millisecond: a search scanning many rows, say) is stopped and run again on
+# SQLite's virtual machine (one to two milliseconds: a search scanning many rows, say) is stopped and run again on
 # aiosqlite's thread, so no read holds up the event loop for long. Anything else, or anything after a write in the
 # same transaction, goes to aiosqlite's thread as before, where a wait for the write lock blocks only that thread.
 _INLINE = "agent_api_inline"
 _READ_PREFIXES = ("SELECT", "BEGIN DEFERRED")
-INLINE_READ_STEPS = 20_000
+INLINE_READ_STEPS = 50_000
 
 
 def _interrupt() -> int:

@@ -93,8 +93,7 @@ async def paged_rows(session: AsyncSession, stmt: Select[Any], params: PageParam
     """`paged` for a statement of one ORM entity whose read model takes only its columns: the page is read as plain
     rows (labelled with the entity's attribute names) and validated in one call, with no ORM object built, and the
     total is a `COUNT(*)` over the same conditions. For the busy lists; `paged` remains the general one."""
-    entity = stmt.column_descriptions[0]["entity"]
-    columns = [column.label(attr.key) for attr in inspect(entity).column_attrs for column in attr.columns]
+    columns = _labelled_columns(stmt.column_descriptions[0]["entity"])
     total = await session.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None))
     rows = (await session.execute(stmt.with_only_columns(*columns).offset(params.offset).limit(params.page_size))).all()
     items = _list_of(read).validate_python(rows, from_attributes=True)
@@ -105,6 +104,11 @@ async def paged_rows(session: AsyncSession, stmt: Select[Any], params: PageParam
         page_size=params.page_size,
         total_pages=math.ceil(int(total or 0) / params.page_size) if total else 0,
     )
+
+
+@functools.cache
+def _labelled_columns(entity: type[Any]) -> tuple[Any, ...]:
+    return tuple(column.label(attr.key) for attr in inspect(entity).column_attrs for column in attr.columns)
 
 
 def page_of(items: Sequence[S], params: PageParams) -> Page[S]:
