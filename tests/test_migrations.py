@@ -6,6 +6,8 @@ import asyncio
 import os
 import secrets
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +127,33 @@ class TestUpgradeFromEmpty:
         assert tables >= TABLES
         assert revision == _head(empty_database)
         assert _model_diff(empty_database) == []
+
+
+class TestUpgradeWithoutAlembic:
+    """At the head, `migrate.upgrade` answers from one query and never imports Alembic (see migrate.py)."""
+
+    def test_the_head_read_from_the_files_is_alembics(self, empty_database: str) -> None:
+        assert migrate.shipped_head() == _head(empty_database)
+
+    def test_at_the_head_alembic_is_not_loaded(self, empty_database: str) -> None:
+        migrate.upgrade(empty_database)
+        code = (
+            "import sys; from agent_api import migrate; migrate.upgrade(sys.argv[1]); print('alembic' in sys.modules)"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code, empty_database], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert run.stdout.split() == ["False"], run.stderr
+
+    def test_a_database_behind_the_head_is_upgraded(self, empty_database: str) -> None:
+        command.upgrade(migrate.alembic_config(empty_database), "0011")
+        assert migrate.database_revisions(empty_database) == {"0011"}
+        migrate.upgrade(empty_database)
+        assert migrate.database_revisions(empty_database) == {_head(empty_database)}
+        assert _model_diff(empty_database) == []
+
+    def test_an_empty_database_has_no_revision(self, empty_database: str) -> None:
+        assert migrate.database_revisions(empty_database) == set()
 
 
 class TestSqlite:

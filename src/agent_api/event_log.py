@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api import webhook_outbox
 from agent_api.bus import BusEvent
-from agent_api.models import Session, SessionEvent, StatusChange
+from agent_api.models import Message, Session, SessionEvent, StatusChange
 from agent_api.models.base import utcnow
 
 
@@ -52,6 +52,18 @@ async def append_event(db: AsyncSession, session_id: uuid.UUID, type_: str, data
     if webhook_event is not None:
         await webhook_outbox.emit_for_session(db, session_id, *webhook_event)
     return event
+
+
+def message_payload(m: Message) -> dict[str, Any]:
+    """The data of a `message` event."""
+    return {
+        "message_id": str(m.id),
+        "turn_id": str(m.turn_id) if m.turn_id else None,
+        "role": m.role,
+        "content": m.content,
+        "text": m.text,
+        "model": m.model,
+    }
 
 
 async def change_status(db: AsyncSession, session: Session, to: str, reason: str | None = None) -> None:

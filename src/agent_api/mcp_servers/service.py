@@ -6,13 +6,13 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from agent_api.mcp_servers import health, policy
+from agent_api.mcp_servers import policy
 from agent_api.mcp_servers import repository as repo
 from agent_api.mcp_servers import secrets as vault
 from agent_api.mcp_servers.schemas import McpServerCreate, McpServerUpdate, parse_config
@@ -20,6 +20,9 @@ from agent_api.models import McpServer, User
 from agent_api.models.base import utcnow
 from agent_api.runtime import ssrf
 from agent_api.state import AppState
+
+if TYPE_CHECKING:
+    from agent_api.mcp_servers import health
 
 log = logging.getLogger("agent_api.mcp_servers")
 
@@ -190,6 +193,8 @@ def ensure_runnable(state: AppState, server: McpServer) -> None:
 
 async def run_health_check(state: AppState, server_type: str, config: dict[str, Any]) -> health.HealthResult:
     """The check itself; it touches no database, so callers run it outside any transaction."""
+    from agent_api.mcp_servers import health  # the `mcp` package (~9 MiB): loaded by the first check
+
     settings = state.settings
     return await health.check(
         server_type, config, limit_s=settings.mcp_health_timeout_s, allowed_hosts=settings.mcp_allowed_hosts

@@ -8,17 +8,19 @@ reach the network (SSRF) nor read a file on the server into the PDF.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import sys
 import threading
 import weakref
 from datetime import datetime
-from typing import NoReturn
-
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from typing import TYPE_CHECKING, NoReturn
 
 from agent_api.reports.schemas import ReportData
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 log = logging.getLogger("agent_api.reports.render")
 
@@ -66,18 +68,23 @@ def _size(n: int) -> str:
     return f"{value:.1f} GiB"
 
 
-_env = Environment(
-    loader=PackageLoader("agent_api.reports", "templates"),
-    autoescape=True,  # always, whatever the template's name: every value in a report may come from the agent
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_env.filters.update(datetime=_datetime, duration=_duration, size=_size)
+@functools.cache
+def _environment() -> Environment:
+    from jinja2 import Environment, PackageLoader, StrictUndefined  # Jinja2 (~2 MiB): loaded by the first HTML report
+
+    env = Environment(
+        loader=PackageLoader("agent_api.reports", "templates"),
+        autoescape=True,  # always, whatever the template's name: every value in a report may come from the agent
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(datetime=_datetime, duration=_duration, size=_size)
+    return env
 
 
 def to_html(data: ReportData) -> str:
-    return _env.get_template("report.html.j2").render(report=data)
+    return _environment().get_template("report.html.j2").render(report=data)
 
 
 def to_pdf(html: str, fetcher: RefusingFetcher | None = None) -> bytes:

@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher, ResultMessage, SystemMessage
-from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
-
 from agent_api.runtime import cli_state, confine, permissions
 from agent_api.runtime.confine import cli_permission_mode, sandbox_settings
 from agent_api.runtime.permissions import Verdict
 
 if TYPE_CHECKING:
+    # The SDK (and the `mcp` package it imports, ~11 MiB together) is imported where an agent first needs it, so a
+    # server that has not started one yet does not hold it.
+    from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
+    from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
+
     from agent_api.runtime.mcp_relay import McpRelay
 
 log = logging.getLogger("agent_api.runtime")
@@ -174,6 +176,8 @@ class LiveAgent:
     # --- options -----------------------------------------------------------------------------------
 
     def _options(self) -> ClaudeAgentOptions:
+        from claude_agent_sdk import ClaudeAgentOptions, HookMatcher  # on first use: see the imports
+
         spec = self.spec
         env = {**self.config.env, "CLAUDE_CONFIG_DIR": str(self.state_dir)}
         tmp = self.tmp
@@ -315,6 +319,8 @@ class LiveAgent:
     ) -> PermissionResultAllow | PermissionResultDeny:
         """What the CLI asks when our hook said "ask", and what its sandbox network proxy asks about a new host
         (which no hook sees): the same verdict first, so no person can approve what the sandbox refuses."""
+        from claude_agent_sdk.types import PermissionResultAllow, PermissionResultDeny  # on first use: see the imports
+
         observer = self._observer
         tool_use_id = getattr(context, "tool_use_id", None)
         if observer is None:
@@ -340,6 +346,8 @@ class LiveAgent:
                 await asyncio.to_thread(shutil.rmtree, self.tmp, True)
 
     async def _serve(self) -> None:
+        from claude_agent_sdk import ClaudeSDKClient  # on first use: see the imports
+
         try:
             spec = self.spec
             root = self.config.config_dir
@@ -371,6 +379,8 @@ class LiveAgent:
     async def _run_turn(
         self, client: ClaudeSDKClient, prompt: str, observer: TurnObserver, done: asyncio.Future[Any]
     ) -> None:
+        from claude_agent_sdk import ResultMessage, SystemMessage  # on first use: see the imports
+
         self._observer = observer
         result: ResultMessage | None = None
         try:

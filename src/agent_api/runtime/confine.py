@@ -19,6 +19,7 @@ outlives its agent.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import shlex
@@ -27,10 +28,9 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import claude_agent_sdk
-from claude_agent_sdk.types import SandboxSettings
-
 if TYPE_CHECKING:
+    from claude_agent_sdk.types import SandboxSettings  # the SDK is imported with the first agent (`runtime.agent`)
+
     from agent_api.runtime.agent import RuntimeConfig
 
 log = logging.getLogger("agent_api.runtime")
@@ -38,8 +38,9 @@ log = logging.getLogger("agent_api.runtime")
 
 def bundled_cli() -> str | None:
     """The agent CLI the SDK would start."""
-    bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-    return str(bundled) if bundled.is_file() else shutil.which("claude")
+    sdk = importlib.util.find_spec("claude_agent_sdk")  # located, not imported (`runtime.agent` imports it)
+    bundled = Path(sdk.origin).parent / "_bundled" / "claude" if sdk and sdk.origin else None
+    return str(bundled) if bundled and bundled.is_file() else shutil.which("claude")
 
 
 def bwrap_arguments(hidden: list[str], mounted: list[Path]) -> list[str]:

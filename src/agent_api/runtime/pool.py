@@ -17,10 +17,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-
-from claude_agent_sdk import ResultMessage
+from typing import TYPE_CHECKING
 
 from agent_api.runtime.agent import AgentSpec, LiveAgent, RuntimeConfig, TurnObserver, start_options
+
+if TYPE_CHECKING:
+    from claude_agent_sdk import ResultMessage  # the SDK is imported with the first agent (`runtime.agent`)
 
 log = logging.getLogger("agent_api.runtime")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from claude_agent_sdk import ResultMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.event_log import append_event, claim_and_record
@@ -18,6 +18,9 @@ from agent_api.runtime import costs
 from agent_api.state import AppState
 from agent_api.turns import repository as repo
 from agent_api.turns.jsonable import jsonable
+
+if TYPE_CHECKING:
+    from claude_agent_sdk import ResultMessage  # the SDK is imported with the first agent (`runtime.agent`)
 
 
 @dataclass(frozen=True)

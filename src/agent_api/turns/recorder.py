@@ -15,7 +15,7 @@ from claude_agent_sdk.types import TextBlock, ThinkingBlock, ToolResultBlock, To
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.bus import BusEvent
-from agent_api.event_log import append_event
+from agent_api.event_log import append_event, message_payload
 from agent_api.metrics import tool_label
 from agent_api.models import HookRun, Message, Session, ToolCall
 from agent_api.models.base import utcnow
@@ -60,17 +60,6 @@ def block_json(block: Any) -> dict[str, Any]:
 def _text_of(blocks: list[Any]) -> str | None:
     texts = [b.text for b in blocks if isinstance(b, TextBlock)]
     return "\n".join(texts) if texts else None
-
-
-def message_payload(m: Message) -> dict[str, Any]:
-    return {
-        "message_id": str(m.id),
-        "turn_id": str(m.turn_id) if m.turn_id else None,
-        "role": m.role,
-        "content": m.content,
-        "text": m.text,
-        "model": m.model,
-    }
 
 
 class TurnRecorder(Approvals):

@@ -15,7 +15,6 @@ from agent_api.runtime import workdir
 from agent_api.runtime.agent import AgentSpec, AgentStartError, LiveAgent
 from agent_api.state import AppState
 from agent_api.turns import repository as repo
-from agent_api.turns.recorder import TurnRecorder
 
 log = logging.getLogger("agent_api.turns")
 
@@ -66,6 +65,9 @@ def take_spare(state: AppState, s: Session) -> None:
 
 
 async def run_turn(state: AppState, session_id: uuid.UUID, turn_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    # It handles the SDK's messages, so it imports the SDK: loaded with the first turn, not at start-up.
+    from agent_api.turns.recorder import TurnRecorder
+
     pool = state.require_agents()
     async with state.db.transaction() as db:
         s = await repo.get_session(db, session_id)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_api.db import after_commit
 from agent_api.errors import Conflict, ServiceUnavailable
-from agent_api.event_log import append_event, claim_and_record
+from agent_api.event_log import append_event, claim_and_record, message_payload
 from agent_api.models import Message, PermissionRequest, Session, Turn, User
 from agent_api.models.base import utcnow
 from agent_api.monitoring.budgets import ensure_within_budget
@@ -18,7 +18,6 @@ from agent_api.rate_limits import check_user_rate
 from agent_api.state import AppState
 from agent_api.turns import accounting, runner
 from agent_api.turns import repository as repo
-from agent_api.turns.recorder import message_payload
 
 log = logging.getLogger("agent_api.turns")
 
