@@ -124,7 +124,17 @@ class Direct:
         self.root, self.sandboxed = root, sandboxed
         self.config_dir = root / "claude"
         self.config_dir.mkdir()
-        self.env = {**env, "CLAUDE_CONFIG_DIR": str(self.config_dir)}
+        # What the server gives each agent: a temporary directory and an empty home of its own (so Bash does not
+        # source the account's shell profile, which would cost this side alone about 150 ms a call).
+        tmp = root / "tmp"
+        (tmp / "home").mkdir(parents=True)
+        self.env = {
+            **env,
+            "CLAUDE_CONFIG_DIR": str(self.config_dir),
+            "TMPDIR": str(tmp),
+            "CLAUDE_CODE_TMPDIR": str(tmp),
+            "HOME": str(tmp / "home"),
+        }
 
     def options(self, resume: str | None = None) -> ClaudeAgentOptions:
         cwd = Path(tempfile.mkdtemp(dir=self.root))
