@@ -99,7 +99,9 @@ class TestSizes:
         r = await sessions.query(s["id"], "x" * (MAX_MESSAGE_CHARS + 1), wait=False)
         assert_error_shape(r, 422)
         after = await sessions.get(s["id"])
-        assert after["status"] == "created" and after["message_count"] == 0
+        # The agent's warm-up, started by the create, may have moved the status to "connecting"; no turn started.
+        assert after["status"] in ("created", "connecting", "active")
+        assert (after["message_count"], after["turn_count"]) == (0, 0)
 
 
 class TestNesting:
